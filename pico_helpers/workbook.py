@@ -1,0 +1,81 @@
+"""`make workbook`: execute every notebook headless into build/ and export the answers.
+
+Quick mode (PICO_QUICK=1, the default without a GPU) writes build/answers.md and never touches the
+committed answers.md; a full run (--quick 0) writes answers.md and answers_files/, the submission.
+Until notebooks exist it trains the LSTM on input_files/3seqs.txt instead, offline on the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+BUILD = ROOT / "build"
+
+
+def notebook_paths() -> list[Path]:
+    """The workbook's notebooks in order (01_..., 02_..., ...)."""
+    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute_notebook(src: Path, dest: Path, quick: bool, timeout: int = 3600) -> float:
+    """Run ``src`` top to bottom with nbclient (cwd = notebooks/) and save it with outputs to ``dest``."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(src, as_version=4)
+    os.environ["PICO_QUICK"] = "1" if quick else "0"
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
+    t0 = time.perf_counter()
+    client.execute()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dest)
+    return time.perf_counter() - t0
+
+
+def _fallback_training() -> int:
+    """Before the notebooks exist: the LSTM on 3seqs, with samples, a loss figure and a history."""
+    import pico
+
+    return pico.main(["--block_size", "32", "--embed_size", "128", "--tinystories_weight", "0.0",
+                      "--input_files", "input_files/3seqs.txt", "--prompt", "0 1 2 3 4",
+                      "--max_steps_per_epoch", "200", "--device_id", "auto", "--output_dir", "build/runs"])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", default="auto", help="1 = quick (CI-sized) runs, 0 = full runs, auto = quick unless CUDA")
+    parser.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    from .config import quick_mode
+
+    os.environ["PICO_QUICK"] = {"1": "1", "0": "0"}.get(str(args.quick), "auto")
+    quick = quick_mode()
+    paths = notebook_paths()
+    if not paths:
+        print("No notebooks yet: training the LSTM on input_files/3seqs.txt instead.")
+        return _fallback_training()
+    if args.only:
+        paths = [p for p in paths if any(s in p.name for s in args.only)]
+    out_dir = BUILD / ("quick" if quick else "full")
+    print(f"Executing {len(paths)} notebooks in {'quick' if quick else 'full'} mode into {out_dir}/")
+    for src in paths:
+        seconds = execute_notebook(src, out_dir / src.name, quick)
+        print(f"  {src.name}: {seconds:.0f} s")
+    from .answers import export_answers
+
+    target = BUILD / "answers.md" if quick else ROOT / "answers.md"
+    report = export_answers(out_dir, target)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Data: the 3seqs generator, text files, TinyStories, seeded mixing, splits, padding."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from conftest import ROOT, SHARED_DATA
+from pico_helpers.config import TrainConfig
+from pico_helpers.data import (MixedSequenceDataset, collate, generate_3seqs, iterate_batches, load_corpus,
+                               load_text_file, load_tinystories, read_tinystories_file, split_train_val)
+
+
+def test_committed_3seqs_is_the_generator_output():
+    committed = (ROOT / "input_files" / "3seqs.txt").read_bytes()
+    assert hashlib.sha256(committed).digest() == hashlib.sha256(generate_3seqs().encode("ascii")).digest()
+
+
+def test_3seqs_kinds_and_lengths():
+    lines = generate_3seqs(2000, seed=7).splitlines()
+    assert len(lines) == 2000
+    kinds = {"count": 0, "zeros": 0, "pow2": 0, "square": 0, "fib": 0}
+    for line in lines:
+        xs = [int(v) for v in line.split()]
+        assert 12 <= len(xs) <= 40
+        if all(x == 0 for x in xs):
+            kinds["zeros"] += 1
+        elif all(b - a == 1 for a, b in zip(xs, xs[1:])):
+            kinds["count"] += 1
+        elif all(b == 2 * a for a, b in zip(xs, xs[1:])):
+            kinds["pow2"] += 1
+        elif all(c == a + b for a, b, c in zip(xs, xs[1:], xs[2:])):
+            kinds["fib"] += 1
+        else:
+            roots = [round(abs(x) ** 0.5) for x in xs]
+            assert all(r * r == x for r, x in zip(roots, xs)) and all(b - a == 1 for a, b in zip(roots, roots[1:]))
+            kinds["square"] += 1
+    assert all(n > 0 for n in kinds.values()), kinds
+    assert any(line.startswith("-") for line in lines), "some counting runs start below zero"
+    assert generate_3seqs(50, seed=1) == generate_3seqs(50, seed=1) != generate_3seqs(50, seed=2)
+
+
+def test_text_file_lines_truncated(enc, tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("1 2 3 4 5 6 7 8\n\n   \nhello there\n")
+    seqs = load_text_file(f, enc, block_size=4)
+    assert seqs == [enc.encode("1 2 3 4")[:4], enc.encode("hello there")]
+
+
+def test_missing_and_empty_files_list_the_folder(enc, tmp_path):
+    (tmp_path / "other.txt").write_text("x\n")
+    with pytest.raises(FileNotFoundError, match=r"not found; files in .*: other\.txt"):
+        load_text_file(tmp_path / "missing.txt", enc, 8)
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(ValueError, match="no non-empty lines.*empty.txt, other.txt"):
+        load_text_file(tmp_path / "empty.txt", enc, 8)
+
+
+def test_tinystories_local_file(enc, tinystories_file):
+    stories = read_tinystories_file(tinystories_file, 5)
+    assert len(stories) == 5 and all(s and "<|endoftext|>" not in s for s in stories)
+    seqs = load_tinystories(enc, n_stories=5, block_size=16, path=str(tinystories_file))
+    assert [len(s) for s in seqs] == [min(16, len(enc.encode(s))) for s in stories]
+
+
+def test_tinystories_env_variable_and_offline_error(enc, tinystories_file, monkeypatch):
+    monkeypatch.setenv("PICO_TINYSTORIES", str(tinystories_file))
+    assert len(load_tinystories(enc, n_stories=3, block_size=8)) == 3
+    monkeypatch.delenv("PICO_TINYSTORIES")
+    with pytest.raises(RuntimeError, match="PICO_TINYSTORIES="):
+        load_tinystories(enc, n_stories=3, block_size=8)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "tinystories_train_sample.txt").is_file(), reason="no shared sample")
+def test_real_sample_story_count():
+    assert len(read_tinystories_file(SHARED_DATA / "tinystories_train_sample.txt")) == 7038
+
+
+def test_split_is_deterministic_and_disjoint():
+    seqs = [[i] for i in range(100)]
+    a = split_train_val(seqs, 0.1, seed=3)
+    assert a == split_train_val(seqs, 0.1, seed=3) and len(a[1]) == 10
+    assert sorted(x[0] for x in a[0] + a[1]) == list(range(100))
+    assert split_train_val(seqs, 0.1, seed=4) != a
+
+
+def test_mixing_is_seeded_and_follows_the_weight():
+    tiny, other = [[1]] * 50, [[2]] * 50
+    ds = MixedSequenceDataset(tiny, other, tinystories_weight=0.3, seed=0)
+    draws = [ds[i][0] for i in range(len(ds))]
+    assert draws == [ds[i][0] for i in reversed(range(len(ds)))][::-1], "an item depends only on its index"
+    ds.set_epoch(1)
+    assert [ds[i][0] for i in range(len(ds))] != draws
+    big = MixedSequenceDataset([[1]] * 5000, [[2]] * 5000, 0.3, seed=1)
+    frac = sum(big[i][0] == 1 for i in range(len(big))) / len(big)
+    # binomial std for n=10,000, p=0.3 is 0.0046: +-0.03 is over 6 std, so this never flakes
+    assert abs(frac - 0.3) < 0.03
+    only_other = MixedSequenceDataset([], [[2]], 0.9)
+    assert only_other[0] == [2]
+
+
+def test_collate_right_pads_and_masks():
+    tokens, mask = collate([[5, 6, 7], [8]])
+    assert tokens.shape == (3, 2) and tokens[:, 1].tolist() == [8, 0, 0]
+    assert mask.tolist() == [[True, True], [True, False], [True, False]]
+
+
+def test_batches_cover_the_dataset_once_in_a_seeded_order():
+    data = [[i] for i in range(10)]
+
+    def order(epoch):
+        return [t for tokens, _ in iterate_batches(data, 3, seed=1, epoch=epoch) for t in tokens[0].tolist()]
+
+    assert sorted(order(0)) == list(range(10))
+    assert order(0) == order(0) != order(1)
+
+
+def test_load_corpus_3seqs(enc):
+    cfg = TrainConfig.quick()
+    corpus = load_corpus(cfg)
+    assert corpus.vocab_size == 50257 and corpus.sources == {"tinystories": 0, "files": 10000}
+    assert len(corpus.train) == 9000 and len(corpus.val) == 1000
+    assert "3seqs.txt" in corpus.description
+    compact = load_corpus(cfg.replace(compact_vocab=True))
+    assert compact.vocab_size < 2000
+    assert max(max(s) for s in compact.train.other) < compact.vocab_size
+
+
+def test_load_corpus_mixture(tinystories_file):
+    cfg = TrainConfig.quick(tinystories_weight=0.5, tinystories_path=str(tinystories_file), tinystories_stories=40)
+    corpus = load_corpus(cfg)
+    assert corpus.sources["tinystories"] == 40 and len(corpus.train.tinystories) == 36
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="tinystories_weight must be in"):
+        TrainConfig(tinystories_weight=1.5)
+    with pytest.raises(ValueError, match="no input_files"):
+        TrainConfig(tinystories_weight=0.0)

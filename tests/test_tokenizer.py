@@ -1,0 +1,67 @@
+"""GPT-2's tokenizer: known ids, round trips, the offline rank file, the compact vocabulary."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT, SHARED_DATA
+
+
+def test_known_ids(enc):
+    assert enc.n_vocab == 50257
+    assert enc.encode("Hello world") == [15496, 995]
+    assert enc.encode("Once upon a time") == [7454, 2402, 257, 640]
+    assert enc.encode("<|endoftext|>", allowed_special="all") == [50256]
+
+
+def test_offline_encoding_is_tiktoken_gpt2_layout(enc):
+    from pico_helpers.tokenizer import RANK_FILE_SHA256, rank_file_path
+
+    path = rank_file_path()
+    assert path is not None, "make setup provisions the rank file; run it first"
+    import hashlib
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == RANK_FILE_SHA256
+    # The byte-level pieces the regex produces: numbers split, a leading space is part of the word.
+    assert [enc.decode([t]) for t in enc.encode("0 1 2 10 100 1000")] == ["0", " 1", " 2", " 10", " 100", " 1000"]
+    assert enc.decode(enc.encode("it's  spaced\n\nout")) == "it's  spaced\n\nout"
+
+
+@pytest.mark.parametrize("name", ["3seqs.txt", "tinystories_valid_sample.txt"])
+def test_round_trip_on_input_files(enc, name):
+    path = ROOT / "input_files" / name if name == "3seqs.txt" else SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    text = path.read_text(encoding="utf-8")[:200_000]
+    assert enc.decode(enc.encode_ordinary(text)) == text
+
+
+def test_compact_vocab_round_trip(enc):
+    from pico_helpers.tokenizer import CompactVocab
+
+    seqs = [enc.encode_ordinary("0 1 2 3 4 5"), enc.encode_ordinary("1 4 9 16")]
+    cv = CompactVocab.from_sequences(seqs, enc)
+    assert cv.n_vocab == len({t for s in seqs for t in s} | {0, 50256})
+    ids = cv.encode_ordinary("1 2 3")
+    assert max(ids) < cv.n_vocab and cv.decode(ids) == "1 2 3"
+    assert cv.to_gpt2(ids) == enc.encode_ordinary("1 2 3")
+    with pytest.raises(ValueError, match="not in this compact vocabulary"):
+        cv.encode_ordinary("Once upon a time")
+
+
+def test_missing_rank_file_error_names_the_command(monkeypatch, tmp_path):
+    import pico_helpers.tokenizer as tok
+
+    monkeypatch.setattr(tok, "rank_file_path", lambda: None)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty cache: tiktoken must download, and cannot
+    import tiktoken.load
+
+    def no_network(*a, **k):
+        raise ConnectionError("no network in this test")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    tok.get_tokenizer.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="--provision"):
+            tok.get_tokenizer()
+    finally:
+        tok.get_tokenizer.cache_clear()
