@@ -7,11 +7,24 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["TrainConfig", "quick_mode", "MODEL_NAMES"]
+__all__ = ["TrainConfig", "quick_mode", "find_repo_root", "MODEL_NAMES"]
 
 # The starter's model names (pico.py --models); the notebooks use the same keys.
 MODEL_NAMES = ("kgram_mlp_seq", "lstm_seq", "kvcache_transformer")
+
+
+def find_repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The workbook's folder (the one holding pico.py and input_files/), searched upwards from ``start`` (cwd).
+
+    Notebooks call ``os.chdir(find_repo_root())`` first, so paths read the same as in pico.py and the README.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pico.py").is_file() and (folder / "pico_helpers").is_dir():
+            return folder
+    return Path(__file__).resolve().parents[1]
 
 
 def quick_mode(default: bool | None = None) -> bool:

@@ -100,9 +100,8 @@ class KGramMLPSeqModel(nn.Module):
         num_inner_layers: number of (Linear(embed, embed) -> SiLU) blocks after the first layer.
         chunk_size: time steps per slice in ``hidden`` (the course's ``--kgram_chunk_size``), a memory
             knob only: the outputs do not depend on it. ``None`` or <= 0 means all steps at once. The
-            starter's default 1 loops over every position and is slow on long sequences, and in
-            "one_hot" mode each slice's backward builds a dense gradient for all of W1; the notebooks
-            use 0 (all at once) or a large value.
+            starter's default 1 loops over every position in the inner layers; the
+            first layer (the column gather) always runs over all positions at once.
         input_mode: "one_hot" or "embedding" (see above).
         window: "aligned" or "starter" (see above).
 
@@ -130,7 +129,7 @@ class KGramMLPSeqModel(nn.Module):
         self.input_mode = input_mode
         self.window = window
         if input_mode == "one_hot":
-            self.first = nn.Linear(k * vocab_size, embed_size)  # weight (E, k*V): slot j, token v -> column j*V + v
+            self.first = nn.Linear(k * vocab_size, embed_size)  # weight (E, k*V): slot j, token v -> col j*V+v
         else:
             self.embedding = nn.Embedding(vocab_size, embed_size)
             self.first = nn.Linear(k * embed_size, embed_size)
@@ -147,28 +146,30 @@ class KGramMLPSeqModel(nn.Module):
             return win[win.size(0) - n_new:]  # ends at the position itself
         return win[win.size(0) - n_new - 1: win.size(0) - 1]  # ends one position earlier
 
-    def _hidden_from_windows(self, win: torch.Tensor) -> torch.Tensor:
-        """(n, B, k) window ids -> (n, B, E) last hidden activations."""
+    def _first_layer(self, win: torch.Tensor) -> torch.Tensor:
+        """(n, B, k) window ids -> (n, B, E) first-layer pre-activations."""
         k, V = self.k, self.vocab_size
         if self.input_mode == "one_hot":
             # W1 @ concat(onehot(w_0), ..., onehot(w_{k-1})) = sum_j W1[:, j*V + w_j]: gather k columns.
             flat = win + torch.arange(k, device=win.device) * V  # (n, B, k) column numbers in W1
             cols = F.embedding(flat, self.first.weight.t())  # (n, B, k, E)
-            x = cols.sum(dim=2) + self.first.bias  # (n, B, E)
-        else:
-            emb = self.embedding(win)  # (n, B, k, E)
-            x = self.first(emb.flatten(2))  # (n, B, E), from (n, B, k*E)
-        return self.inner(F.silu(x))  # (n, B, E)
+            return cols.sum(dim=2) + self.first.bias  # (n, B, E)
+        emb = self.embedding(win)  # (n, B, k, E)
+        return self.first(emb.flatten(2))  # (n, B, E), from (n, B, k*E)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """(T, B) ids -> (T, B, embed_size) last hidden activations, ``chunk_size`` time steps at a time."""
+        """(T, B) ids -> (T, B, embed_size) last hidden activations, ``chunk_size`` time steps at a time.
+
+        The first layer (a gather) runs over all positions at once, so its backward fills W1's
+        gradient once; the inner layers run slice by slice.
+        """
         T, B = idx.shape
         pad = idx.new_zeros(self.k, B)  # token id 0 before the start of every sequence
-        win = self._windows(torch.cat([pad, idx], dim=0), T)  # (T, B, k)
+        x = self._first_layer(self._windows(torch.cat([pad, idx], dim=0), T))  # (T, B, E)
         chunk = T if not self.chunk_size or self.chunk_size <= 0 else self.chunk_size
         if chunk >= T:
-            return self._hidden_from_windows(win)
-        return torch.cat([self._hidden_from_windows(win[s:s + chunk]) for s in range(0, T, chunk)], dim=0)
+            return self.inner(F.silu(x))
+        return torch.cat([self.inner(F.silu(x[s:s + chunk])) for s in range(0, T, chunk)], dim=0)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """(T, B) ids -> (T, B, vocab) logits."""
@@ -183,7 +184,7 @@ class KGramMLPSeqModel(nn.Module):
         if state is None:
             state = idx_new.new_zeros(self.k, idx_new.size(1))
         context = torch.cat([state, idx_new], dim=0)  # (k + T_new, B)
-        h = self._hidden_from_windows(self._windows(context, 1))  # (1, B, E)
+        h = self.inner(F.silu(self._first_layer(self._windows(context, 1))))  # (1, B, E)
         return self.head(h[-1]), context[-self.k:]
 
     def embedding_table(self) -> torch.Tensor:
