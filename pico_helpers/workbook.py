@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,15 @@ BUILD = ROOT / "build"
 def notebook_paths() -> list[Path]:
     """The workbook's notebooks in order (01_..., 02_..., ...)."""
     return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _git_short_hash() -> str | None:
+    """`git rev-parse --short HEAD` of the repository, or None outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def execute_notebook(src: Path, dest: Path, quick: bool, timeout: int = 3600) -> float:
@@ -33,6 +44,10 @@ def execute_notebook(src: Path, dest: Path, quick: bool, timeout: int = 3600) ->
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
     t0 = time.perf_counter()
     client.execute()
+    # Which run produced these outputs (read by the answers export); the date only, so that
+    # exports of one day's run stay byte-identical.
+    nb.metadata["pico"] = {"quick": bool(quick), "executed": datetime.now(timezone.utc).date().isoformat(),
+                           "commit": _git_short_hash()}
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
     return time.perf_counter() - t0
