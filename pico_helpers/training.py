@@ -235,8 +235,11 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
             history["config"] = config.to_dict()
             start_epoch, skip_steps = ckpt["epoch"], ckpt["step_in_epoch"]
             epoch_sum, epoch_n = ckpt["epoch_loss_sum"], ckpt["epoch_loss_n"]
-            print(f"[{name}] resuming from {ckpt_path}: epoch {start_epoch + 1}, step {skip_steps} "
-                  f"({len(history['step_loss'])} steps done)")
+            if start_epoch >= config.epochs:
+                print(f"[{name}] already trained ({len(history['step_loss'])} steps): loaded {ckpt_path}")
+            else:
+                print(f"[{name}] resuming from {ckpt_path}: epoch {start_epoch + 1}, step {skip_steps} "
+                      f"({len(history['step_loss'])} steps done)")
         else:
             _set_aside(folder, "config changed" if resume else "resume=False")
     elif folder.exists() and any(folder.iterdir()):
@@ -280,7 +283,15 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
                 t0 = time.perf_counter()
                 tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
                 with _autocast(device, bf16):
-                    loss = next_token_loss(loss_fn_model, tokens, mask, **loss_kwargs)
+                    try:
+                        loss = next_token_loss(loss_fn_model, tokens, mask, **loss_kwargs)
+                    except Exception as err:  # torch.compile fails lazily, at the first call
+                        if loss_fn_model is model:
+                            raise
+                        print(f"[{name}] torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
+                              "continuing in eager mode.")
+                        loss_fn_model = model
+                        loss = next_token_loss(model, tokens, mask, **loss_kwargs)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

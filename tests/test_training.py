@@ -100,3 +100,13 @@ def test_pick_device_falls_back_with_a_message(capsys):
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="choose from kgram_mlp_seq, lstm_seq, kvcache_transformer"):
         build_model("gru", TrainConfig.quick(), 10)
+
+
+def test_compile_option_trains_and_keeps_plain_keys(setup, tmp_path):
+    cfg, corpus = setup
+    cfg = cfg.replace(output_dir=str(tmp_path), epochs=1, max_steps_per_epoch=2, compile=True)
+    model = build_model("lstm_seq", cfg, corpus.vocab_size)
+    h = train(model, corpus, cfg, name="compiled", progress=False)  # compiles, or falls back to eager
+    assert h["finished"] and len(h["step_loss"]) == 2
+    ckpt = load_checkpoint(tmp_path / "compiled" / "checkpoint.pt")
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
