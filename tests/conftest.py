@@ -42,3 +42,14 @@ def tinystories_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny") / "tinystories.txt"
     path.write_text("".join(s + "\n<|endoftext|>\n" for s in TINY_STORIES * 10), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny-tensor tests on one CPU thread (fastest for them; immune to other jobs' load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,12 +16,8 @@ ATOL, RTOL = 1e-5, 1e-4
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def _tiny_tensors_one_thread(one_thread):
     """Tiny tensors: one CPU thread is fastest, and immune to slowdowns when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- reference: Python loops over batch and positions, real one-hot vectors ---

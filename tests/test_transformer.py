@@ -13,12 +13,8 @@ NORMS = ["pre", "post"]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def _tiny_tensors_one_thread(one_thread):
     """Tiny tensors: one CPU thread is fastest, and immune to slowdowns when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_model(positional="learned", norm="pre", block_size=BLOCK, seed=0, **kw):
