@@ -17,7 +17,7 @@ import torch
 
 __all__ = [
     "generate_3seqs", "write_3seqs", "load_text_file", "load_tinystories", "split_train_val",
-    "MixedSequenceDataset", "collate", "iterate_batches", "Corpus", "load_corpus", "PAD_ID",
+    "MixedSequenceDataset", "HeldOutSet", "collate", "iterate_batches", "Corpus", "load_corpus", "PAD_ID",
 ]
 
 PAD_ID = 0  # right padding; masked out of every loss (it is GPT-2's "!", a real token)
@@ -206,6 +206,24 @@ class MixedSequenceDataset(torch.utils.data.Dataset):
         return source[rng.randrange(len(source))]
 
 
+class HeldOutSet(torch.utils.data.Dataset):
+    """Validation sequences: every held-out TinyStories sequence, then every held-out file line, each once.
+
+    No resampling, so every epoch is scored on the same set. ``.tinystories`` and ``.other`` as in
+    MixedSequenceDataset.
+    """
+
+    def __init__(self, tinystories: list, other: list):
+        self.tinystories, self.other = tinystories, other
+
+    def __len__(self) -> int:
+        return len(self.tinystories) + len(self.other)
+
+    def __getitem__(self, i: int) -> list[int]:
+        n = len(self.tinystories)
+        return self.tinystories[i] if i < n else self.other[i - n]
+
+
 # --- batches ---
 
 def collate(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,7 +258,7 @@ class Corpus:
     """Train and validation datasets for a run, with the tokenizer and a description of the data."""
 
     train: MixedSequenceDataset
-    val: MixedSequenceDataset | None
+    val: "HeldOutSet | None"
     enc: object
     vocab_size: int
     description: str
@@ -276,7 +294,8 @@ def load_corpus(config, enc=None) -> Corpus:
     tokens = _cached_tokens if enc is get_tokenizer() else (lambda kind, key, mtime, bs, n: _load_tokens(kind, key, bs, n, enc))
     files_seqs: list[list[int]] = []
     parts = []
-    for f in config.input_files:
+    # Sources that can never be drawn are not loaded (the starter's weight 0 skips TinyStories; 1 skips files).
+    for f in (config.input_files if config.tinystories_weight < 1.0 else []):
         p = Path(f)
         if not p.is_file():
             load_text_file(p, enc, config.block_size)  # raises the teaching error
@@ -300,7 +319,7 @@ def load_corpus(config, enc=None) -> Corpus:
         vocab_size = enc.n_vocab
     weight = config.tinystories_weight
     train = MixedSequenceDataset(tiny_train, file_train, weight, seed=config.seed)
-    val = MixedSequenceDataset(tiny_val, file_val, weight, seed=config.seed + 1) if (tiny_val or file_val) else None
+    val = HeldOutSet(tiny_val, file_val) if (tiny_val or file_val) else None
     n_tokens = sum(len(s) for s in tiny_seqs) + sum(len(s) for s in files_seqs)
     description = (" + ".join(parts) + f", tinystories_weight {weight}, block_size {config.block_size}, "
                    f"{n_tokens:,} tokens, {len(train):,} train / {len(val) if val else 0:,} val sequences"

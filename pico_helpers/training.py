@@ -255,7 +255,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
     plot = LiveLossPlot(folder / "loss.png", live=live, title=f"{name} on {corpus.description}")
     loss_fn_model = _CompiledView(model) if config.compile else model
     loss_kwargs = {"chunk_size": config.loss_chunk_size} if config.loss_chunk_size else {}
-    write = tqdm.write
+    write = tqdm.write if progress else print
     if start_epoch == 0 and skip_steps == 0:
         print(f"[{name}] {history['n_params']:,} parameters on {device}{' (bf16 autocast)' if bf16 else ''}; "
               f"data: {corpus.description}")

@@ -138,3 +138,13 @@ def test_config_errors():
         TrainConfig(tinystories_weight=1.5)
     with pytest.raises(ValueError, match="no input_files"):
         TrainConfig(tinystories_weight=0.0)
+
+
+def test_validation_scores_each_held_out_sequence_once(tinystories_file):
+    cfg = TrainConfig.quick(tinystories_weight=0.5, tinystories_path=str(tinystories_file), tinystories_stories=40)
+    corpus = load_corpus(cfg)
+    items = [tuple(corpus.val[i]) for i in range(len(corpus.val))]
+    assert len(corpus.val) == len(corpus.val.tinystories) + len(corpus.val.other) == 4 + 1000
+    assert items[:4] == [tuple(s) for s in corpus.val.tinystories]
+    only_tiny = load_corpus(cfg.replace(tinystories_weight=1.0))
+    assert only_tiny.sources["files"] == 0 and len(only_tiny.val.other) == 0, "weight 1 never draws the files"
