@@ -183,7 +183,8 @@ class MixedSequenceDataset(torch.utils.data.Dataset):
     """The starter's mixture, seeded: item i comes from TinyStories with probability ``tinystories_weight``.
 
     Each item's draw depends only on (seed, epoch, i), so a run is reproducible and order-independent.
-    With one list empty, every item comes from the other. Length = len(tinystories) + len(other).
+    With one source in use (weight 0 or 1, or one list empty) item i is simply that source's sequence i,
+    so a shuffled epoch visits every sequence once. Length = len(tinystories) + len(other).
     """
 
     def __init__(self, tinystories: list, other: list, tinystories_weight: float = 0.5, seed: int = 0):
@@ -201,6 +202,10 @@ class MixedSequenceDataset(torch.utils.data.Dataset):
         return len(self.tinystories) + len(self.other)
 
     def __getitem__(self, i: int) -> list[int]:
+        if self.weight in (0.0, 1.0):  # one source: item i is sequence i, so an epoch sees each once
+            source = self.tinystories if self.weight == 1.0 else self.other
+            if i < len(source):
+                return source[i]
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_000_007 + i)
         source = self.tinystories if rng.random() < self.weight else self.other
         return source[rng.randrange(len(source))]

@@ -33,6 +33,27 @@ def _git_short_hash() -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
+def _poll_shell_in_steps(client, step_s: float = 1.0) -> None:
+    """Wait for each cell's reply in 1-second polls (nbclient#312: under CPU load a reply missed by one
+    long poll can stall a cell, typically one that displays a widget, until the whole timeout)."""
+    from queue import Empty
+
+    channel = client.kc.shell_channel
+    original = channel.get_msg
+
+    async def get_msg(timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = step_s if deadline is None else max(0.0, min(step_s, deadline - time.monotonic()))
+            try:
+                return await original(timeout=step)
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    channel.get_msg = get_msg
+
+
 def execute_notebook(src: Path, dest: Path, quick: bool, timeout: int = 3600) -> float:
     """Run ``src`` top to bottom with nbclient (cwd = notebooks/) and save it with outputs to ``dest``."""
     import nbformat
@@ -42,6 +63,7 @@ def execute_notebook(src: Path, dest: Path, quick: bool, timeout: int = 3600) ->
     os.environ["PICO_QUICK"] = "1" if quick else "0"
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.on_notebook_start = lambda notebook: _poll_shell_in_steps(client)
     t0 = time.perf_counter()
     client.execute()
     # Which run produced these outputs (read by the answers export); the date only, so that
