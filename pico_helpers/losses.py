@@ -108,7 +108,7 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
             w_c = weight.to(compute_dtype)  # (V, D)
             b_acc = None if bias is None else bias.to(acc_dtype)  # (V,)
             grad_h = torch.empty_like(h) if need_h else None  # (N, D)
-            grad_w = torch.zeros(V, D, device=h.device, dtype=acc_dtype) if need_w else None
+            grad_w = None  # (V, D) acc_dtype, written by the first chunk (no zero fill of V*D values)
             grad_b = torch.zeros(V, device=h.device, dtype=acc_dtype) if need_b else None
             loss_sum = torch.zeros((), device=h.device, dtype=acc_dtype)
             inv_n = 1.0 / max(N, 1)
@@ -136,11 +136,16 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
                     grad_h[start:start + chunk_size] = g @ w_c  # (n, D)
                 if need_w:
                     if low_precision:
-                        grad_w += g.t() @ h_c  # (V, D) low-precision product, summed in acc_dtype
+                        part = (g.t() @ h_c).to(acc_dtype)  # (V, D) low-precision product, summed in acc_dtype
+                        grad_w = part if grad_w is None else grad_w.add_(part)
+                    elif grad_w is None:
+                        grad_w = g.t() @ h_c  # (V, D)
                     else:
                         grad_w.addmm_(g.t(), h_c)  # (V, D)
                 if need_b:
                     grad_b += z.sum(dim=0)  # (V,)
+        if need_w and grad_w is None:  # N == 0: no chunk ran
+            grad_w = torch.zeros(V, D, device=h.device, dtype=acc_dtype)
         ctx.save_for_backward(
             grad_h,
             None if grad_w is None else grad_w.to(weight.dtype),

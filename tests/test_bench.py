@@ -1,0 +1,117 @@
+"""The benchmark: a quick run produces every row with its ratio, and each baseline computes what its fast path does.
+
+Speed itself is never asserted here (STYLE.md): the numbers live in BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from pico_helpers.bench import ROW_KEYS, alternate, starter_loop_kgram_forward
+from pico_helpers.losses import next_token_loss
+from pico_helpers.models import KGramMLPSeqModel
+from pico_helpers.training import make_optimizer
+from pico_helpers.transformer import TransformerModel
+
+
+# --- the quick run ---
+
+def _table_rows(report: str) -> list[list[str]]:
+    """The data rows of the markdown results table, as lists of cell texts."""
+    lines = [line for line in report.splitlines() if line.startswith("| ")]
+    header, body = lines[0], lines[1:]
+    assert header.startswith("| what | baseline | fast |"), header
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in body if not line.startswith("| ---")]
+
+
+def test_quick_run_prints_and_writes_every_row(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    r = subprocess.run([sys.executable, "-m", "pico_helpers.bench", "--quick", "--device", "cpu", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = out.read_text()
+    rows = _table_rows(report)
+    assert len(rows) == len(ROW_KEYS), report
+    columns = ["what", "baseline", "fast", "unit", "base", "fast_value", "ratio", "target", "met", "memory"]
+    by_what = [dict(zip(columns, cells)) for cells in rows]
+    for row in by_what:
+        assert row["met"] in ("yes", "no", "n/a") or row["met"].startswith("n/a: "), row  # never "error"
+        if row["what"].startswith("torch.compile"):
+            continue  # skipped in --quick (compiling takes minutes); the row is there with its reason
+        assert row["ratio"].endswith("x") and float(row["ratio"][:-1].replace(",", "")) > 0, row
+        assert row["target"], row
+    targets = [row for row in by_what if row["target"] != "report"]
+    assert all(row["met"] in ("yes", "no") for row in targets)
+    # the memory row got its numbers from the --one subprocesses
+    memory = next(row for row in by_what if "peak memory" in row["what"])
+    assert memory["unit"] == "MB" and "->" in memory["memory"], memory
+    for field in ("- date:", "- cpu:", "- cores:", "- torch:", "- threads:", "make bench"):
+        assert field in report, field
+    for row in by_what:  # the printed table is the written one
+        assert row["what"] in r.stdout
+
+
+# --- the harness ---
+
+def test_alternate_warms_up_then_alternates():
+    calls = []
+    times = alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, torch.device("cpu"),
+                      repeats=3, budget_s=60.0, warmup=1)
+    assert calls == ["a", "b"] * 4  # one untimed round, then A B A B A B
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+
+
+# --- the baselines compute the same function as the fast paths ---
+
+@pytest.mark.parametrize("window", ["aligned", "starter"])
+@pytest.mark.parametrize("chunk_size", [1, 0])
+def test_starter_loop_equals_the_vectorised_kgram(window, chunk_size):
+    torch.manual_seed(0)
+    model = KGramMLPSeqModel(vocab_size=50, k=3, embed_size=16, num_inner_layers=1, chunk_size=chunk_size,
+                             input_mode="one_hot", window=window)
+    idx = torch.randint(0, 50, (7, 3))  # T=7 > k, so both the padded start and full windows are covered
+    with torch.no_grad():
+        loop = starter_loop_kgram_forward(model, idx)
+        fast = model(idx)
+    assert loop.shape == fast.shape == (7, 3, 50)
+    # The loop multiplies W1 by a real one-hot vector (a dot product over k*V entries, all but k of them
+    # exact zeros); the model adds the k gathered columns. Same terms, different summation order: float32
+    # rounding, ~1e-7 relative on values of order 0.1-1, so 1e-5 absolute is a wide margin.
+    torch.testing.assert_close(loop, fast, rtol=0, atol=1e-5)
+
+
+def test_starter_loop_refuses_the_embedding_mode():
+    model = KGramMLPSeqModel(vocab_size=20, k=2, embed_size=8, input_mode="embedding")
+    with pytest.raises(ValueError, match="one_hot"):
+        starter_loop_kgram_forward(model, torch.zeros(3, 1, dtype=torch.long))
+
+
+def test_fused_adam_matches_unfused_adam():
+    torch.manual_seed(0)
+    fused_model = TransformerModel(50, d_model=16, n_heads=2, n_blocks=1, block_size=16)
+    plain_model = copy.deepcopy(fused_model)
+    start = copy.deepcopy(fused_model)
+    fused = make_optimizer(fused_model, 1e-3, torch.device("cpu"))
+    if not fused.defaults.get("fused"):
+        pytest.skip("this torch has no fused Adam on the CPU; make_optimizer fell back to the default")
+    plain = torch.optim.Adam(plain_model.parameters(), lr=1e-3, fused=False, foreach=False)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        idx = torch.randint(0, 50, (12, 3), generator=g)
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            loss = next_token_loss(model, idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    moved = max((p - s).abs().max().item() for p, s in zip(fused_model.parameters(), start.parameters()))
+    assert moved > 1e-3  # five steps of lr 1e-3 really moved the weights: the comparison below is not vacuous
+    # Same formula, different operation order inside the fused kernel: each update (~lr = 1e-3) differs by a
+    # few float32 ulps, and adding it to a weight of ~0.02 rounds at ~2e-9; after 5 steps that is ~1e-8
+    # (measured: 4e-9). 1e-7 is 10,000x below one update, so a wrong update would still fail.
+    for (name, p), q in zip(fused_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
