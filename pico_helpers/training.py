@@ -227,7 +227,8 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
 
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        same = _meaning(ckpt["config"]) == _meaning(config.to_dict()) and ckpt["history"]["model"] == name
+        same = (_meaning(ckpt["config"]) == _meaning(config.to_dict()) and ckpt["history"]["model"] == name
+                and ckpt["history"]["data"] == corpus.description)
         if resume and same:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -241,7 +242,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
                 print(f"[{name}] resuming from {ckpt_path}: epoch {start_epoch + 1}, step {skip_steps} "
                       f"({len(history['step_loss'])} steps done)")
         else:
-            _set_aside(folder, "config changed" if resume else "resume=False")
+            _set_aside(folder, "config or data changed" if resume else "resume=False")
     elif folder.exists() and any(folder.iterdir()):
         _set_aside(folder, "a folder without checkpoint is in the way")
     folder.mkdir(parents=True, exist_ok=True)

@@ -249,7 +249,8 @@ class TransformerModel(nn.Module):
         if positional == "learned":
             self.pos_embedding = nn.Embedding(block_size, d_model)
         elif positional == "sinusoidal":  # buffers are not saved in state_dict: they are recomputed
-            self.register_buffer("pos_table", sinusoidal_table(block_size, d_model), persistent=False)
+            # Scaled to the token embeddings' init (std 0.02): the raw table's +-1 entries would drown them.
+            self.register_buffer("pos_table", 0.02 * sinusoidal_table(block_size, d_model), persistent=False)
         elif positional == "rope":
             cos, sin = rope_tables(block_size, d_model // n_heads)
             self.register_buffer("rope_cos", cos, persistent=False)
