@@ -41,8 +41,8 @@ def test_tinystories_offline_says_what_to_do(tmp_path):
 
 
 def test_tinystories_from_a_local_file(tmp_path, tinystories_file):
-    r = run(["--tinystories_weight", "1.0", "--block_size", "16", "--embed_size", "16", "--tinystories_stories", "50",
+    r = run(["--tinystories_weight", "1.0", "--block_size", "16", "--embed_size", "16", "--tinystories_stories", "30",
              "--max_steps_per_epoch", "2", "--epochs", "1", "--sample_every_s", "0"], tmp_path,
             {"PICO_TINYSTORIES": str(tinystories_file)})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "Sequences loaded: 50 from TinyStories, 0 from input files" in r.stdout
+    assert "Sequences loaded: 30 from TinyStories, 0 from input files" in r.stdout

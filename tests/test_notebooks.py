@@ -24,7 +24,7 @@ def test_stored_without_outputs_and_well_formed(path):
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1 and "quick_mode()" in "".join(tagged[0]["source"]), "one `parameters` cell reading the quick switch"
     headings = ["".join(c["source"]).splitlines()[0] for c in nb["cells"] if c["cell_type"] == "markdown" and c["source"]]
-    for answer_id in EXPECTED_ANSWERS[path.stem]:
+    for answer_id, _title in EXPECTED_ANSWERS[path.stem]:
         assert any(h.startswith(f"### Answer {answer_id}") for h in headings), f"no '### Answer {answer_id}' heading"
 
 
@@ -51,7 +51,7 @@ def test_export_of_the_quick_run(executed, tmp_path):
     text = (tmp_path / "answers.md").read_text(encoding="utf-8")
     assert text.startswith("# pico-llm: answers")
     for answers in EXPECTED_ANSWERS.values():
-        for answer_id in answers:
+        for answer_id, _title in answers:
             assert f"## {answer_id}" in text
     assert list((tmp_path / "answers_files").glob("*.png")), "the figures are exported"
     assert "stale" not in report.lower()
