@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-import torch
 
 from conftest import ROOT, SHARED_DATA
 from pico_helpers.config import TrainConfig

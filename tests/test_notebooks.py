@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from conftest import ROOT
 from pico_helpers.answers import EXPECTED_ANSWERS, export_answers
 from pico_helpers.workbook import execute_notebook, notebook_paths
 
