@@ -99,7 +99,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cos=None, sin=None, past_kv=None, return_attention=False):
         """x (B, T, D) -> (out (B, T, D), (keys, values) each (B, H, T_past + T, d_head), weights or None).
 
-        ``past_kv``: cached keys/values of the earlier positions; the T new positions come after them.
+        ``past_kv``: the cache of the earlier positions, ``(key_buffer, value_buffer, T_past)`` with
+        buffers (B, H, capacity, d_head) whose first T_past positions are filled; the T new keys and
+        values are written after them, in place, and the returned keys/values are views of the buffers.
         ``return_attention``: also compute the weights explicitly, (B, H, T, T_past + T).
         """
         B, T, D = x.shape
@@ -107,9 +109,11 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
         if self.rope:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if past_kv is not None:
-            k = torch.cat([past_kv[0], k], dim=2)  # (B, H, T_past + T, d)
-            v = torch.cat([past_kv[1], v], dim=2)
+        if past_kv is not None:  # an in-place write instead of torch.cat: no new allocation per token
+            k_buf, v_buf, n_past = past_kv
+            k_buf[:, :, n_past:n_past + T] = k
+            v_buf[:, :, n_past:n_past + T] = v
+            k, v = k_buf[:, :, :n_past + T], v_buf[:, :, :n_past + T]  # (B, H, T_past + T, d)
         n_keys = k.size(2)
         p = self.dropout if self.training else 0.0
         weights = None
@@ -175,10 +179,17 @@ class KVState:
     tokens: (T_window, B) ids of the current window (at most block_size), needed to recompute the
         cache when the window slides.
     kv: per block, (keys, values) each (B, H, T_window, d_head); position i of the window is at
-        absolute position i.
+        absolute position i. They are views of ``buffers``.
+    buffers: per block, (key_buffer, value_buffer) each (B, H, block_size, d_head), allocated once per
+        window; each new token writes its keys and values into the next free position.
+    filled: positions written into ``buffers`` so far, shared (a one-element list) by every state
+        over the same buffers. If it exceeds this state's window, another step already extended these
+        buffers from here, so stepping from this state again copies them first (a branch).
     """
     tokens: torch.Tensor
     kv: list
+    buffers: list
+    filled: list
 
 
 class TransformerModel(nn.Module):
@@ -331,18 +342,35 @@ class TransformerModel(nn.Module):
         ``state=None`` starts from scratch (a prompt of any length, cropped to block_size). See the
         class docstring for the rule past block_size: the result always equals
         ``model(context[-block_size:])[-1]``. Only the last position goes through the head.
+        Meant for inference (under ``torch.no_grad()``): keys and values are written into preallocated
+        buffers in place. A state may be stepped from more than once (branches); the second time, its
+        buffers are copied first.
         """
-        if state is None:
-            window = idx_new[-self.block_size:]  # (T_w, B)
-            x, kvs, _ = self._run(window.t())
-        else:
+        if state is not None and state.tokens.size(0) + idx_new.size(0) <= self.block_size:
+            # fits: run only the new positions, after the cached ones
+            n_past = state.tokens.size(0)
+            buffers, filled = state.buffers, state.filled
+            if filled[0] != n_past:  # these buffers were already extended from this state: branch off a copy
+                buffers = [(k.clone(), v.clone()) for k, v in buffers]
+                filled = [n_past]
             window = torch.cat([state.tokens, idx_new], dim=0)  # (T_past + T_new, B)
-            if window.size(0) <= self.block_size:  # fits: run only the new positions after the cache
-                x, kvs, _ = self._run(idx_new.t(), start=state.tokens.size(0), past=state.kv)
-            else:  # overflow: crop and recompute the window from position 0
-                window = window[-self.block_size:]
-                x, kvs, _ = self._run(window.t())
-        return self.head(x[:, -1]), KVState(window, kvs)
+            past = [(k, v, n_past) for k, v in buffers]
+            x, kvs, _ = self._run(idx_new.t(), start=n_past, past=past)
+            filled[0] = window.size(0)
+            return self.head(x[:, -1]), KVState(window, kvs, buffers, filled)
+        # no cache yet, or the window overflows: (crop and) compute the window from position 0
+        context = idx_new if state is None else torch.cat([state.tokens, idx_new], dim=0)
+        window = context[-self.block_size:]  # (T_w, B)
+        x, kvs, _ = self._run(window.t())
+        buffers = [(self._grow(k), self._grow(v)) for k, v in kvs]
+        kvs = [(k[:, :, :window.size(0)], v[:, :, :window.size(0)]) for k, v in buffers]
+        return self.head(x[:, -1]), KVState(window, kvs, buffers, [window.size(0)])
+
+    def _grow(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, d) keys or values -> a (B, H, block_size, d) buffer holding them in its first T positions."""
+        buf = t.new_empty(t.size(0), t.size(1), self.block_size, t.size(3))
+        buf[:, :, :t.size(2)] = t
+        return buf
 
     def embedding_table(self) -> torch.Tensor:
         """(vocab, d_model) token embedding weights."""

@@ -235,3 +235,20 @@ def test_learns_counting_sequences(positional, norm):
         # Skip the prediction from position 0: with one token seen, the step (1 or 2) is a coin flip.
         held_out = F.cross_entropy(model(idx)[1:-1].reshape(-1, V), idx[2:].reshape(-1)).item()
     assert held_out < 0.1, held_out
+
+
+@torch.no_grad()
+def test_kv_cache_branches_from_one_state():
+    # Two continuations from the same state: the second must not see the first one's keys and values,
+    # which were written into the shared buffers in place.
+    model = make_model("learned")
+    ids = torch.randint(0, V, (5, 2), generator=torch.Generator().manual_seed(7))
+    _, state = model.step(ids[:3])
+    a, b = ids[3:4], ids[4:5]
+    logits_a, state_a = model.step(a, state)
+    logits_b, state_b = model.step(b, state)  # a branch: the buffers are copied first
+    torch.testing.assert_close(logits_a, full_recompute_logits(model, torch.cat([ids[:3], a])), atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(logits_b, full_recompute_logits(model, torch.cat([ids[:3], b])), atol=ATOL, rtol=RTOL)
+    logits_a2, _ = model.step(b, state_a)  # the first branch is intact after the second one
+    torch.testing.assert_close(logits_a2, full_recompute_logits(model, torch.cat([ids[:3], a, b])),
+                               atol=ATOL, rtol=RTOL)
