@@ -20,7 +20,7 @@ def _crop(context: torch.Tensor, block_size: int | None) -> torch.Tensor:
     return context if block_size is None else context[-block_size:]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_p: float | None = None,
                     temperature: float = 1.0, seed: int = 0, method: str = "cache") -> list[int]:
     """Generate ``max_new_tokens`` ids after ``prompt_ids`` (batch of one); returns only the new ids.
@@ -46,10 +46,10 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
     context = torch.tensor(list(prompt_ids), dtype=torch.long, device=device).unsqueeze(1)  # (T, 1)
     new_ids: list[int] = []
     state = None
+    step_in = context  # the cache method feeds the prompt once, then one new id at a time
     try:
         for i in range(max_new_tokens):
             if method == "cache":
-                step_in = context if i == 0 else context[-1:]
                 logits, state = model.step(step_in, state)  # (1, V)
                 logits = logits[0]
             elif method == "recompute":
@@ -58,12 +58,14 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
             else:
                 logits = model(_crop(context, block_size))[-1, 0]  # all (T, 1, V) logits, keep the last
             logits = logits.float().cpu()
-            if top_p is None:
-                next_id = int(torch.argmax(logits))
+            if top_p is None:  # numpy's argmax: the same first-maximum rule, ~20x faster than torch's on one row
+                next_id = int(logits.numpy().argmax())
             else:
                 next_id = int(nucleus_sampling(logits, top_p, temperature=temperature, generator=generator))
             new_ids.append(next_id)
-            context = torch.cat([context, torch.tensor([[next_id]], device=device)], dim=0)
+            step_in = torch.tensor([[next_id]], device=device)  # (1, 1)
+            if method != "cache":  # the recompute methods re-read the whole context
+                context = torch.cat([context, step_in], dim=0)
     finally:
         model.train(was_training)
     return new_ids
