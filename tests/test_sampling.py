@@ -280,3 +280,26 @@ def test_p_one_draws_from_the_whole_distribution():
     counts = torch.bincount(ids, minlength=3).double()
     sigma = math.sqrt(3000 * (1 / 3) * (2 / 3))
     assert all(abs(c - 1000) <= 6 * sigma for c in counts.tolist())  # 6 sigma: never flakes
+
+
+# --- the CPU top-k ---
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 8.0, 20.0])
+def test_cpu_topk_equals_torch_topk(scale):
+    # The threshold-superset top-k used on CPU rows: the same k values, descending, at ids holding them.
+    gen = torch.Generator().manual_seed(5)
+    probs = torch.softmax(torch.randn(50257, generator=gen) * scale, -1)
+    found = sampling._topk_cpu(probs, FAST_K)
+    assert found is not None, "a smooth row must not need torch.topk"
+    vals, idx = found
+    ref_vals, _ = torch.topk(probs, FAST_K)
+    assert torch.equal(vals, ref_vals)
+    assert torch.equal(probs[idx], vals)
+    assert len(set(idx.tolist())) == FAST_K
+
+
+def test_cpu_topk_hands_uniform_rows_to_torch():
+    # All values equal: every one passes the threshold, a superset too large to sort cheaply.
+    assert sampling._topk_cpu(torch.full((50257,), 1 / 50257), FAST_K) is None
+    vals, idx = sampling._topk(torch.full((1, 50257), 1 / 50257), FAST_K)
+    assert vals.shape == idx.shape == (1, FAST_K)
