@@ -448,34 +448,44 @@ def _speed_row(key, what, baseline, fast, tokens, times_base, times_fast, target
 
 
 def _row_kgram(sizes: BenchSizes, device) -> list[Row]:
+    from .losses import compute_next_token_loss, next_token_loss
     from .models import KGramMLPSeqModel
+    from .training import make_optimizer
 
-    torch.manual_seed(0)
-    model = KGramMLPSeqModel(sizes.vocab, k=sizes.kgram_k, embed_size=sizes.kgram_hidden, num_inner_layers=1,
-                             chunk_size=0, input_mode="one_hot").to(device)
-    idx = _random_ids(sizes.kgram_seq, sizes.kgram_batch, sizes.vocab, device)
+    def build():
+        torch.manual_seed(0)
+        return KGramMLPSeqModel(sizes.vocab, k=sizes.kgram_k, embed_size=sizes.kgram_hidden, num_inner_layers=1,
+                                chunk_size=0, input_mode="one_hot").to(device)
+
+    loop_model, fast_model = build(), build()  # the same initial weights, one model per side
+    idx = _random_ids(sizes.kgram_seq, sizes.kgram_batch, sizes.vocab, device)  # (T, B)
     with torch.no_grad():
-        diff = (starter_loop_kgram_forward(model, idx[:2]) - model(idx[:2])).abs().max().item()
-        starter_loop_kgram_forward(model, idx[:1])  # warm-up: one time step of the loop (a full pass is slow)
-        model(idx)
-        times = alternate({"loop": lambda: starter_loop_kgram_forward(model, idx), "fast": lambda: model(idx)},
-                          device, sizes.repeats, sizes.budget_s, warmup=0)
-    what = (f"K-gram MLP one-hot forward (k={sizes.kgram_k}, hidden {sizes.kgram_hidden}, seq {sizes.kgram_seq}, "
-            f"batch {sizes.kgram_batch}, vocab {sizes.vocab:,})")
-    about = ("Forward pass (logits at every position, autograd off) of one `KGramMLPSeqModel` "
-             f"(one-hot input, 1 inner layer) on a random ({sizes.kgram_seq}, {sizes.kgram_batch}) batch. Baseline: "
-             "`starter_loop_kgram_forward` in bench.py, the course starter's formulation: for every time step and "
-             "batch element, the concatenated one-hot vector of the k-token window (k x vocab wide) goes through "
-             "the model's own layers, one MLP call each. Fast: `model(idx)`, which gathers the k columns of the "
-             "first weight matrix instead of multiplying by one-hot vectors, for all positions at once. Same "
-             "weights, same function (tests/test_bench.py checks it; here the largest difference on two time "
-             f"steps was {diff:.1e}). Each of the loop's {idx.numel():,} calls multiplies a {sizes.kgram_k * sizes.vocab:,}-"
-             f"wide row by the whole first weight matrix ({sizes.kgram_k * sizes.vocab * sizes.kgram_hidden * 4 / 1e6:.0f} MB "
-             "read per token); the gather reads k columns. Forward only: the loop's backward (one outer product of "
-             "that size per token) alone takes minutes at this vocabulary.")
-    return [_speed_row("kgram", what, "starter loop (one-hot per token)", "vectorised (column gather)",
+        diff = (starter_loop_kgram_forward(loop_model, idx[:2]) - fast_model(idx[:2])).abs().max().item()
+    loop_step = _train_step(loop_model, _plain_adam(loop_model),
+                            lambda: compute_next_token_loss(starter_loop_kgram_forward(loop_model, idx), idx))
+    fast_step = _train_step(fast_model, make_optimizer(fast_model, LEARNING_RATE, device),
+                            lambda: next_token_loss(fast_model, idx))
+    fast_step()  # warm-up of the fast side; the loop's warm-up was the two-position check above
+    times = alternate({"loop": loop_step, "fast": fast_step}, device, sizes.repeats, sizes.budget_s, warmup=0)
+    what = (f"K-gram MLP one-hot training step (k={sizes.kgram_k}, hidden {sizes.kgram_hidden}, seq "
+            f"{sizes.kgram_seq}, batch {sizes.kgram_batch}, vocab {sizes.vocab:,})")
+    about = ("One training step (loss, zero_grad, backward, Adam step) of a `KGramMLPSeqModel` (one-hot input, "
+             f"1 inner layer) on a random ({sizes.kgram_seq}, {sizes.kgram_batch}) batch. Baseline: the course "
+             "starter's formulation, `starter_loop_kgram_forward` in bench.py: for every time step and batch "
+             "element, the concatenated one-hot vector of the k-token window (k x vocab wide) goes through the "
+             "model's own layers, one MLP call each; then the plain cross-entropy over the full logits and "
+             "`torch.optim.Adam(fused=False, foreach=False)`. Fast: what `train()` runs: `next_token_loss` on the "
+             "vectorised model, which gathers the k columns of the first weight matrix instead of multiplying by "
+             "one-hot vectors, for all positions at once, and `make_optimizer` (fused Adam). Two models with the "
+             "same initial weights compute the same function (tests/test_bench.py checks it; here the largest "
+             f"logit difference on two time steps was {diff:.1e}). Each of the loop's {idx.numel():,} MLP calls "
+             f"multiplies a {sizes.kgram_k * sizes.vocab:,}-wide row by the whole first weight matrix "
+             f"({sizes.kgram_k * sizes.vocab * sizes.kgram_hidden * 4 / 1e6:.0f} MB), and its backward writes a "
+             "gradient of that size per call; the gather reads k columns and scatters k columns back.")
+    return [_speed_row("kgram", what, "starter loop (one-hot per token) + plain CE + unfused Adam",
+                       "vectorised (column gather) + fused loss + fused Adam",
                        idx.numel(), times["loop"], times["fast"], 50, about,
-                       note=f"max |loop - fast| = {diff:.1e}")]
+                       note=f"max |loop - fast| logits = {diff:.1e}")]
 
 
 def _row_transformer(sizes: BenchSizes, device) -> list[Row]:
@@ -585,8 +595,9 @@ def _row_topp(sizes: BenchSizes, device) -> list[Row]:
     about = (f"One draw of `nucleus_sampling(logits, p={p})` over {sizes.vocab:,} logits (a single (V,) row, on the "
              f"CPU, where generation samples), cycling through {n_rows} rows of N(0, {sizes.topp_scale:g}^2) logits, "
              f"peaked like a trained model's (nucleus of {min(kept)}-{max(kept)} tokens). Baseline: `fast=False`, a "
-             f"full descending sort of the vocabulary. Fast: `fast=True`, `torch.topk` of {FAST_K} candidates, with "
-             "the full sort only when the nucleus does not fit in them. Ratio = sort time / fast time; the target is "
+             f"full descending sort of the vocabulary. Fast: `fast=True`, the top {FAST_K} candidates (on the CPU found "
+             "by a threshold pass estimated from every 64th probability, then a sort of the few hundred values "
+             "above it; `torch.topk` elsewhere), with the full sort only when the nucleus does not fit in them. Ratio = sort time / fast time; the target is "
              "on the fast path's time per token, and `nucleus_probs` must give bit-identical distributions on "
              "these rows (checked here, and in tests/test_sampling.py). A flat distribution (an untrained model) "
              "falls back to the sort: its cost is in the note.")
