@@ -197,6 +197,16 @@ def _print_samples(model, enc, config: TrainConfig, history: dict, step: int, wr
     history["samples"].append({"step": step, "greedy": greedy, "top_p_0.95": top_p})
 
 
+def _print_saved_epochs(name: str, history: dict) -> None:
+    """Repeat the end-of-epoch lines of a loaded run, so its losses show as they did when it trained."""
+    for i, (train_loss, val) in enumerate(zip(history["epoch_train_loss"], history["epoch_val_loss"])):
+        speed = history["epoch_tokens_per_s"][i]
+        val_text = f"{val:.4f}" if val is not None else "n/a (no validation split)"
+        speed_text = f", {speed:,.0f} tokens/s" if speed else ""
+        print(f"[{name}] (saved) end of epoch {i + 1}: train loss {train_loss:.4f}, validation loss {val_text}"
+              f"{speed_text}")
+
+
 def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str = "model",
           resume: bool = True, live: bool | None = None, progress: bool = True) -> dict:
     """Train ``model`` on ``corpus`` with ``config``; return the loss history (also saved as JSON).
@@ -241,6 +251,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
             else:
                 print(f"[{name}] resuming from {ckpt_path}: epoch {start_epoch + 1}, step {skip_steps} "
                       f"({len(history['step_loss'])} steps done)")
+            _print_saved_epochs(name, history)
         else:
             _set_aside(folder, "config or data changed" if resume else "resume=False")
     elif folder.exists() and any(folder.iterdir()):

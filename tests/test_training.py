@@ -53,6 +53,18 @@ def test_resume_continues_where_it_stopped(setup):
         assert torch.equal(p, q)
 
 
+def test_loading_a_finished_run_repeats_its_epoch_lines(setup, tmp_path, capsys):
+    cfg, corpus = setup
+    cfg = cfg.replace(output_dir=str(tmp_path), epochs=2, max_steps_per_epoch=3)
+    train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name="run", progress=False, live=False)
+    first = [line for line in capsys.readouterr().out.splitlines() if "end of epoch" in line]
+    train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name="run", progress=False, live=False)
+    again = [line for line in capsys.readouterr().out.splitlines() if "end of epoch" in line]
+    assert len(first) == 2
+    # the same losses and speeds, marked as read from the saved run
+    assert again == [line.replace("*** end of epoch", "(saved) end of epoch") for line in first]
+
+
 def test_changed_config_moves_the_old_run_aside(setup, tmp_path):
     cfg, corpus = setup
     cfg = cfg.replace(output_dir=str(tmp_path), epochs=1, max_steps_per_epoch=3)
