@@ -37,6 +37,8 @@ GPT2_VOCAB = 50257
 LEARNING_RATE = 1e-3  # the starter's Adam learning rate
 ONE_PREFIX = "BENCH_ONE "  # how a --one subprocess marks its JSON result line
 
+BUSY_SHARE = 0.05  # warn when other processes used more than this share of the CPU during the run
+
 # Row keys in table order, and the families that produce them (--only takes family names).
 ROW_KEYS = ("kgram", "transformer_speed", "transformer_memory", "lstm", "gen_recompute", "gen_starter", "topp",
             "compact", "bf16", "compile")
@@ -549,7 +551,16 @@ def _row_generation(sizes: BenchSizes, device) -> list[Row]:
     times = alternate(fns, device, sizes.repeats, sizes.budget_s, warmup=0)  # the line above was the warm-up
     cfg = (f"{sizes.tf_layers} layers, {sizes.tf_heads} heads, d {sizes.tf_d}, vocab {sizes.vocab:,}, untrained; "
            f"prompt {sizes.gen_prompt} tokens, {sizes.gen_new} new, greedy, batch 1")
-    note = f"all three methods gave the same tokens: {'yes' if same else 'no'}"
+    x = torch.randn(1, sizes.tf_d, device=device)
+    with torch.inference_mode():  # the head for one position, as every method runs it once per new token
+        head_times = alternate({"head": lambda: [model.head(x) for _ in range(sizes.gen_new)]}, device,
+                               sizes.repeats, sizes.budget_s / 8)["head"]
+    head_ms = _median(head_times) / sizes.gen_new * 1e3
+    cache_ms = _median(times["cache"]) / sizes.gen_new * 1e3
+    note = (f"all three methods gave the same tokens: {'yes' if same else 'no'}; per new token the cache takes "
+            f"{cache_ms:.2f} ms, of which {head_ms:.2f} ms is the {sizes.tf_d} x {sizes.vocab:,} head for one "
+            "position (every method pays it), so no method can beat the starter's by more than "
+            f"{_median(times['recompute_all_logits']) / sizes.gen_new * 1e3 / head_ms:.1f}x here")
     common = (f"`generate_tokens` on one `TransformerModel` ({cfg}, block_size {sizes.gen_block} so the context "
               "is never cropped). Fast: `method=\"cache\"`, the KV cache: after the prompt, each token runs only its "
               "own position through the blocks and the head. ")
@@ -834,15 +845,38 @@ def machine_info(device) -> dict:
     return info
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its children), or None.
+
+    The machine's figure comes from /proc/stat (Linux): user + nice + system + irq + softirq + steal.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    ticks = os.sysconf("SC_CLK_TCK")
+    t = os.times()
+    return (user + nice + system + irq + softirq + steal) / ticks, t.user + t.system + t.children_user + t.children_system
+
+
+def _others_share(start, end, wall_s: float, cores: int) -> float | None:
+    """Share of the machine's CPU capacity that other processes used between two ``_cpu_seconds`` readings."""
+    if start is None or end is None or wall_s <= 0:
+        return None
+    others = (end[0] - start[0]) - (end[1] - start[1])
+    return max(others, 0.0) / (wall_s * cores)
+
+
 def _busy(info: dict) -> str:
-    """A warning when other processes kept the cores busy during the run, else ""."""
-    loads = [float(info[k].split()[0]) for k in ("load_start", "load_end") if k in info]
-    cores = info.get("cores") or 1
-    if not loads or max(loads) <= cores:
+    """A warning when other processes used a noticeable share of the CPU during the run, else ""."""
+    share = info.get("others_cpu_share")
+    if share is None or share <= BUSY_SHARE:
         return ""
-    return (f"The machine was busy (1-minute load average up to {max(loads):.1f} on {cores} cores): timings are "
-            "noisy, and with as many torch threads as cores the threads wait for each other at every operation "
-            "(small operations suffer most). Re-run on a quiet machine, or compare with --threads 1.")
+    return (f"Other processes used {share:.0%} of the machine's CPU time during this run: timings are noisy, and "
+            "with as many torch threads as cores the threads wait for each other at every operation (small "
+            "operations suffer most). Re-run on a quiet machine, or compare with --threads 1.")
 
 
 def _ratio_text(row: Row) -> str:
@@ -885,11 +919,12 @@ def write_report(path: Path, rows: list[Row], info: dict, total_s: float, sizes:
              + (" (quick sizes: the numbers mean nothing)" if sizes.quick_mode else "") + ".", "",
              "## Machine", ""]
     for key in ("date", "cpu", "cpu_flags", "cpu_capability", "cores", "threads", "torch", "python", "platform",
-                "device", "gpu", "load_start", "load_end"):
+                "device", "gpu", "load_start", "load_end", "other_processes_cpu"):
         if key in info:
             lines.append(f"- {key.replace('_', ' ')}: {info[key]}")
-    lines += ["", "Load average is 1, 5 and 15 minutes, at the start and at the end of the run; above the number "
-              "of cores, other processes competed for the CPU and the timings are noisy.", ""]
+    lines += ["", "Load average is 1, 5 and 15 minutes, at the start and at the end of the run (the end includes "
+              "the benchmark's own threads). Other processes' CPU share is the machine's busy CPU time during the "
+              "run (/proc/stat) minus this process's and its children's, over wall time x cores.", ""]
     if _busy(info):
         lines += [f"**{_busy(info)}**", ""]
     lines += ["## Results", "",
@@ -961,11 +996,15 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(device)
     print(f"[bench] {'quick' if args.quick else 'full'} run on {device} ({info['cpu']}, {info['cores']} cores, "
           f"{info['threads']} torch threads, torch {info['torch']}, load {info.get('load_start', 'n/a')})", flush=True)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     rows = run_benchmark(sizes, device, args, families)
     total = time.perf_counter() - t0
     if hasattr(os, "getloadavg"):
         info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    share = _others_share(cpu0, _cpu_seconds(), total, info.get("cores") or 1)
+    if share is not None:
+        info["others_cpu_share"] = share
+        info["other_processes_cpu"] = f"{share:.1%} of the machine's CPU time during the run"
     print()
     print(format_table(rows))
     for r in rows:
