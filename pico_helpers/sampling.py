@@ -91,7 +91,7 @@ def _topk_cpu(row: torch.Tensor, k: int):
     one pass, and only that superset is sorted. Equal values may come out in another order than
     torch.topk's, which changes nothing downstream (see ``_fast_candidates``).
     """
-    a = row.numpy()
+    a = row.detach().numpy()  # values only: the distribution itself is computed from ``probs`` in torch
     sub = a[::_SUBSAMPLE]  # (V / 64,)
     for j in (2 * k // _SUBSAMPLE + 2, 8 * k // _SUBSAMPLE + 8):  # expect ~3x, then ~10x k candidates
         if j >= sub.size:

@@ -199,8 +199,9 @@ def _print_samples(model, enc, config: TrainConfig, history: dict, step: int, wr
 
 def _print_saved_epochs(name: str, history: dict) -> None:
     """Repeat the end-of-epoch lines of a loaded run, so its losses show as they did when it trained."""
+    speeds = history.get("epoch_tokens_per_s") or []
     for i, (train_loss, val) in enumerate(zip(history["epoch_train_loss"], history["epoch_val_loss"])):
-        speed = history["epoch_tokens_per_s"][i]
+        speed = speeds[i] if i < len(speeds) else None
         val_text = f"{val:.4f}" if val is not None else "n/a (no validation split)"
         speed_text = f", {speed:,.0f} tokens/s" if speed else ""
         print(f"[{name}] (saved) end of epoch {i + 1}: train loss {train_loss:.4f}, validation loss {val_text}"

@@ -303,3 +303,11 @@ def test_cpu_topk_hands_uniform_rows_to_torch():
     assert sampling._topk_cpu(torch.full((50257,), 1 / 50257), FAST_K) is None
     vals, idx = sampling._topk(torch.full((1, 50257), 1 / 50257), FAST_K)
     assert vals.shape == idx.shape == (1, FAST_K)
+
+
+def test_logits_that_require_grad_are_accepted():
+    # A student may pass a model's raw output; the CPU top-k reads values only.
+    logits = (torch.randn(50257, generator=torch.Generator().manual_seed(6)) * 8).requires_grad_()
+    probs = nucleus_probs(logits, 0.9)
+    assert torch.equal(probs.detach(), nucleus_probs(logits.detach(), 0.9, fast=False))
+    nucleus_sampling(logits, 0.9, generator=torch.Generator().manual_seed(0))
