@@ -1,4 +1,8 @@
-"""Nucleus (top-p) sampling over the vocabulary: a fast top-k path with an exact full-sort fallback.
+"""Nucleus (top-p) sampling over the vocabulary: fast paths (top-k, then a sorted superset) and the full sort.
+
+Three ways to find the nucleus give the same distribution, bit for bit: the top 128 candidates (most
+rows of a confident model), a sort of only the tokens above a threshold whose mass reaches p (larger
+nuclei, on the CPU), and the reference, a full sort of the vocabulary (everything else, or fast=False).
 
 The nucleus for a probability mass ``p`` is the smallest set of most probable tokens whose cumulative
 probability reaches ``p``, widened by one rule that makes it independent of how ties are sorted:
@@ -28,6 +32,7 @@ REACH_TOL = 1e-6  # cumulative sums this close below p count as reaching it (flo
 FAST_K = 128  # candidates taken (the top k) before falling back to a full sort
 _SUBSAMPLE = 64  # every 64th probability estimates the top-k threshold (_topk_cpu)
 _MAX_SUPERSET = 4096  # a larger superset is sorted more slowly than torch.topk runs
+_MAX_SORTED = 16384  # the large-nucleus path sorts at most this many candidates (the full sort: all V)
 
 
 # --- argument checks ---
@@ -142,6 +147,66 @@ def _full_sort(probs: torch.Tensor, p: float):
     return vals, idx, thresh, n_kept, csum
 
 
+def _nucleus_superset_cpu(row: torch.Tensor, p: float):
+    """A superset of the nucleus of a CPU float32 row (V,), sorted: (vals (m,), idx (m,)) descending, or None.
+
+    For nuclei too large for the top-k path (a trained model's distribution at p = 0.9 often keeps
+    hundreds or thousands of tokens). The candidates are every probability >= c, for the largest c of
+    the form max * 10^-x (x in steps of 1, then halved three times) whose candidates hold mass >= p.
+    A threshold set of mass >= p contains the whole nucleus, ties included, so only the candidates
+    need sorting. None when there are more than ``_MAX_SORTED`` of them, or the row holds NaN.
+    """
+    a = row.detach().numpy()
+    top = float(a.max())
+    if not math.isfinite(top) or top <= 0.0:
+        return None
+
+    def enough(log_ratio: float) -> bool:
+        return float(a[a >= top * 10.0 ** log_ratio].sum(dtype=np.float64)) >= p
+
+    hi = 0.0  # log10 of a ratio whose candidates are known to fall short (at first: only the maximum)
+    if enough(hi):
+        lo = hi
+    else:
+        lo = -1.0
+        while not enough(lo):  # decades down until the candidates hold mass p
+            hi, lo = lo, lo - 1.0
+            if lo < -30.0:
+                return None  # the mass never reaches p (float32 rounding): the full sort handles it
+        for _ in range(3):  # narrow the last decade: fewer candidates to sort
+            mid = (hi + lo) / 2
+            if enough(mid):
+                lo = mid
+            else:
+                hi = mid
+    idx = np.flatnonzero(a >= top * 10.0 ** lo)  # (m,) ascending ids
+    if idx.size > _MAX_SORTED:
+        return None
+    idx = idx[np.argsort(-a[idx], kind="stable")]  # descending values, ties by id
+    return torch.from_numpy(a[idx]), torch.from_numpy(idx)
+
+
+def _large_nucleus(probs: torch.Tensor, p: float):
+    """Rows the top-k path could not settle. Same returns as ``_full_sort``, with m <= V columns.
+
+    On the CPU, each row's nucleus superset (``_nucleus_superset_cpu``) is sorted instead of the whole
+    vocabulary; rows it cannot settle, and other devices, take the full sort.
+    """
+    if probs.device.type == "cpu" and probs.dtype == torch.float32 and probs.shape[0] <= 8:
+        found = [_nucleus_superset_cpu(row, p) for row in probs]
+        if all(f is not None for f in found):
+            m = max(v.numel() for v, _ in found)
+            vals = probs.new_zeros(probs.shape[0], m)  # zeros after a row's candidates never reach the cut
+            idx = torch.zeros(probs.shape[0], m, dtype=torch.long)
+            for r, (v, i) in enumerate(found):
+                vals[r, :v.numel()], idx[r, :i.numel()] = v, i
+            reached, thresh, csum = _cut(vals, p)
+            if bool(reached.all()):
+                n_kept = (vals >= thresh[:, None]).sum(dim=-1)
+                return vals, idx, thresh, n_kept, csum
+    return _full_sort(probs, p)
+
+
 def _as_batch(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dim() == 2 else logits[None]
 
@@ -181,7 +246,7 @@ def nucleus_probs(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.
             out[ok] = _renormalise(probs[ok], thresh[ok], n_kept[ok], csum[ok])
         todo = ~ok
     rows = probs[todo]
-    _, _, thresh, n_kept, csum = _full_sort(rows, p)
+    _, _, thresh, n_kept, csum = (_large_nucleus if fast else _full_sort)(rows, p)
     out[todo] = _renormalise(rows, thresh, n_kept, csum)
     return out.reshape(logits.shape)
 
@@ -217,7 +282,7 @@ def nucleus_sampling(logits: torch.Tensor, p: float = 0.95, temperature: float =
         if bool(ok.any()):
             out[ok] = _draw(vals[ok], idx[ok], n_kept[ok], generator, device)
         todo = ~ok
-    vals, idx, _, n_kept, _ = _full_sort(probs[todo], p)
+    vals, idx, _, n_kept, _ = (_large_nucleus if fast else _full_sort)(probs[todo], p)
     width = int(n_kept.max())  # only the kept prefix of the sorted rows matters
     out[todo] = _draw(vals[:, :width], idx[:, :width], n_kept, generator, device)
     return out.reshape(logits.shape[:-1])

@@ -148,8 +148,11 @@ def test_fast_path_equals_full_sort_on_the_gpt2_vocabulary(monkeypatch):
             assert torch.equal(fast, nucleus_probs(logits, p, fast=False))  # bit for bit
 
 
+@pytest.mark.parametrize("superset", [True, False], ids=["cpu_superset", "full_sort"])
 @pytest.mark.parametrize("case", ["flat", "nucleus_larger_than_k", "tie_straddles_k", "never_reaches_p"])
-def test_fallback_cases_equal_full_sort(monkeypatch, case):
+def test_fallback_cases_equal_full_sort(monkeypatch, case, superset):
+    # Rows the top-k cannot settle: on the CPU a sorted superset of the nucleus settles them; without it
+    # (as on other devices) the full sort does. Either way the distribution is the full sort's, bit for bit.
     V = 3000
     logits = torch.full((V,), -5.0)
     p = 0.9
@@ -167,11 +170,37 @@ def test_fallback_cases_equal_full_sort(monkeypatch, case):
     elif case == "never_reaches_p":
         logits = torch.randn(V, generator=torch.Generator().manual_seed(2))
         p = 1.0 - 1e-9  # the float32 probabilities may sum to a hair under 1: keep everything then
+    if not superset:
+        monkeypatch.setattr(sampling, "_nucleus_superset_cpu", lambda row, p: None)
     calls = spy_on_full_sort(monkeypatch)
     fast = nucleus_probs(logits, p)
-    assert calls == [1], "this input must take the full-sort fallback"
+    # A nucleus that never reaches p (all of the vocabulary) always takes the full sort.
+    expected = [] if superset and case != "never_reaches_p" else [1]
+    assert calls == expected
     assert torch.equal(fast, nucleus_probs(logits, p, fast=False))
     check_against_reference(logits, p)
+    ids = nucleus_sampling(logits, p, generator=torch.Generator().manual_seed(0))
+    ref = nucleus_sampling(logits, p, generator=torch.Generator().manual_seed(0), fast=False)
+    tied = case in ("flat", "tie_straddles_k")  # equal probabilities may come out of the sorts in another order
+    assert fast[ids] > 0 and (tied or int(ids) == int(ref))
+
+
+def test_large_nucleus_on_the_gpt2_vocabulary_equals_full_sort(monkeypatch):
+    # Flat enough that the nucleus holds hundreds to thousands of tokens, as a trained model's often does.
+    calls = spy_on_full_sort(monkeypatch)
+    gen = torch.Generator().manual_seed(8)
+    for scale, p in ((2.5, 0.5), (2.5, 0.9), (3.0, 0.95), (4.0, 0.9)):  # nuclei of ~500 to ~6,500 tokens
+        logits = torch.randn(50257, generator=gen) * scale
+        calls.clear()
+        fast = nucleus_probs(logits, p)
+        assert calls == [], f"scale {scale} p {p}: the superset should settle it"
+        assert int((fast > 0).sum()) > FAST_K
+        assert torch.equal(fast, nucleus_probs(logits, p, fast=False))
+    logits = torch.randn(50257, generator=gen)  # nucleus of ~30,000 at p = 0.9: more than _MAX_SORTED
+    calls.clear()
+    fast = nucleus_probs(logits, 0.9)
+    assert calls == [1]
+    assert torch.equal(fast, nucleus_probs(logits, 0.9, fast=False))
 
 
 def test_tie_ending_exactly_at_k_stays_on_the_fast_path(monkeypatch):
@@ -193,6 +222,7 @@ def test_tie_ending_exactly_at_k_stays_on_the_fast_path(monkeypatch):
 def test_batch_rows_match_single_rows_and_mix_paths(monkeypatch):
     gen = torch.Generator().manual_seed(4)
     rows = torch.stack([torch.randn(2000, generator=gen) * 8, torch.zeros(2000), torch.randn(2000, generator=gen) * 4])
+    monkeypatch.setattr(sampling, "_nucleus_superset_cpu", lambda row, p: None)  # as on other devices
     calls = spy_on_full_sort(monkeypatch)
     batch = nucleus_probs(rows, 0.9)
     assert calls == [1], "only the flat row needs the full sort"
