@@ -161,18 +161,22 @@ def _nucleus_superset_cpu(row: torch.Tensor, p: float):
     if not math.isfinite(top) or top <= 0.0:
         return None
 
-    def enough(log_ratio: float) -> bool:
-        return float(a[a >= top * 10.0 ** log_ratio].sum(dtype=np.float64)) >= p
+    def enough(log_ratio: float) -> bool | None:
+        """Do the candidates at this ratio hold mass p? None: too many to sort (a lower ratio has more)."""
+        keep = a >= top * 10.0 ** log_ratio
+        if np.count_nonzero(keep) > _MAX_SORTED:
+            return None
+        return float(a[keep].sum(dtype=np.float64)) >= p
 
     hi = 0.0  # log10 of a ratio whose candidates are known to fall short (at first: only the maximum)
     if enough(hi):
         lo = hi
     else:
         lo = -1.0
-        while not enough(lo):  # decades down until the candidates hold mass p
+        while not (found := enough(lo)):  # decades down until the candidates hold mass p
+            if found is None or lo < -30.0:
+                return None  # a flat row (or a mass that never reaches p): the full sort handles it
             hi, lo = lo, lo - 1.0
-            if lo < -30.0:
-                return None  # the mass never reaches p (float32 rounding): the full sort handles it
         for _ in range(3):  # narrow the last decade: fewer candidates to sort
             mid = (hi + lo) / 2
             if enough(mid):
