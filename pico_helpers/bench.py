@@ -10,11 +10,9 @@ run produces every row, and that each baseline computes the same function as its
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +27,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .bench_report import busy_warning, cpu_seconds, format_table, machine_info, others_share, write_report
+
 __all__ = ["BenchSizes", "Row", "starter_loop_kgram_forward", "alternate", "build_step", "measure_peak_memory",
            "machine_info", "run_benchmark", "format_table", "write_report", "main", "ROW_KEYS"]
 
@@ -36,8 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 GPT2_VOCAB = 50257
 LEARNING_RATE = 1e-3  # the starter's Adam learning rate
 ONE_PREFIX = "BENCH_ONE "  # how a --one subprocess marks its JSON result line
-
-BUSY_SHARE = 0.05  # warn when other processes used more than this share of the CPU during the run
 
 # Row keys in table order, and the families that produce them (--only takes family names).
 ROW_KEYS = ("kgram", "transformer_speed", "transformer_memory", "lstm", "gen_recompute", "gen_starter", "topp",
@@ -118,16 +116,6 @@ class Row:
 
 def _met(ok: bool) -> str:
     return "yes" if ok else "no"
-
-
-def _fmt(x: float | None, unit: str = "") -> str:
-    if x is None:
-        return "n/a"
-    if unit == "MB" or abs(x) >= 100:
-        return f"{x:,.0f}"
-    if abs(x) >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3g}"
 
 
 def _spread(times: list[float]) -> str:
@@ -808,151 +796,6 @@ def _add_memory(rows: list[Row], args, sizes: BenchSizes, log) -> None:
             row.note = row.memory
 
 
-# --- machine and report ---
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return ""
-    return ", ".join(x for x in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if x in flags)
-
-
-def machine_info(device) -> dict:
-    """What the numbers depend on: CPU model and cores, GPU, torch version and threads, date, load."""
-    info = {
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-    }
-    try:
-        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    except AttributeError:
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    if hasattr(os, "getloadavg"):
-        info["load_start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return info
-
-
-def _cpu_seconds() -> tuple[float, float] | None:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process and its children), or None.
-
-    The machine's figure comes from /proc/stat (Linux): user + nice + system + irq + softirq + steal.
-    """
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    ticks = os.sysconf("SC_CLK_TCK")
-    t = os.times()
-    return (user + nice + system + irq + softirq + steal) / ticks, t.user + t.system + t.children_user + t.children_system
-
-
-def _others_share(start, end, wall_s: float, cores: int) -> float | None:
-    """Share of the machine's CPU capacity that other processes used between two ``_cpu_seconds`` readings."""
-    if start is None or end is None or wall_s <= 0:
-        return None
-    others = (end[0] - start[0]) - (end[1] - start[1])
-    return max(others, 0.0) / (wall_s * cores)
-
-
-def _busy(info: dict) -> str:
-    """A warning when other processes used a noticeable share of the CPU during the run, else ""."""
-    share = info.get("others_cpu_share")
-    if share is None or share <= BUSY_SHARE:
-        return ""
-    return (f"Other processes used {share:.0%} of the machine's CPU time during this run: timings are noisy, and "
-            "with as many torch threads as cores the threads wait for each other at every operation (small "
-            "operations suffer most). Re-run on a quiet machine, or compare with --threads 1.")
-
-
-def _ratio_text(row: Row) -> str:
-    return "n/a" if row.ratio is None else f"{row.ratio:.2f}x"
-
-
-def format_table(rows: list[Row]) -> str:
-    """The rows as a markdown table (also what is printed)."""
-    head = ("| what | baseline | fast | unit | baseline value | fast value | ratio | target | met | peak memory |",
-            "| --- | --- | --- | --- | ---: | ---: | ---: | --- | --- | --- |")
-    lines = list(head)
-    for r in rows:
-        lines.append(f"| {r.what} | {r.baseline} | {r.fast} | {r.unit} | {_fmt(r.base_value, r.unit)} | "
-                     f"{_fmt(r.fast_value, r.unit)} | {_ratio_text(r)} | {r.target} | {r.met} | {r.memory} |")
-    return "\n".join(lines)
-
-
-MEMORY_PARAGRAPH = """\
-Each variant's peak is measured in a fresh process (`python -m pico_helpers.bench --one NAME`), so no row
-inherits another's allocations. The process builds the model, its optimizer and the batch, runs one
-training step as a warm-up (this creates Adam's state), then measures a second step. On the CPU (Linux)
-it first hands freed memory back to the OS (`malloc_trim`) and resets the kernel's peak resident-set
-mark (`/proc/self/clear_refs`), then reports VmHWM after the step minus VmRSS before it: the most
-memory the step itself added, in pages actually touched, over what was already resident (the model,
-the previous step's gradients, Adam's state, the batch). Where that reset is not available it falls back
-to `ru_maxrss` around the first step of a fresh process (which then also counts Adam's state). On CUDA
-it is `torch.cuda.max_memory_allocated()` during the second step minus `memory_allocated()` before it.
-RSS counts what the allocator holds, not only live tensors, so it is an upper bound on the tensors a
-step needs; both sides are measured the same way, which is what the ratio compares."""
-
-
-def write_report(path: Path, rows: list[Row], info: dict, total_s: float, sizes: BenchSizes, argv: list[str]) -> None:
-    """Write the markdown report: machine, how to reproduce, the table, one paragraph per row, memory method."""
-    lines = ["# Benchmarks", "",
-             "Each fast path of the workbook against a plain baseline written beside it, in one process "
-             "(written by `pico_helpers/bench.py`; do not edit by hand).", "",
-             "## How to reproduce", "", "```", "make bench            # = .venv/bin/python -m pico_helpers.bench",
-             "python -m pico_helpers.bench --device cuda   # on a GPU; --quick for a smoke run", "```", "",
-             f"This run: `{' '.join(['python -m pico_helpers.bench', *argv])}`, {total_s:.0f} s in all"
-             + (" (quick sizes: the numbers mean nothing)" if sizes.quick_mode else "") + ".", "",
-             "## Machine", ""]
-    for key in ("date", "cpu", "cpu_flags", "cpu_capability", "cores", "threads", "torch", "python", "platform",
-                "device", "gpu", "load_start", "load_end", "other_processes_cpu"):
-        if key in info:
-            lines.append(f"- {key.replace('_', ' ')}: {info[key]}")
-    lines += ["", "Load average is 1, 5 and 15 minutes, at the start and at the end of the run (the end includes "
-              "the benchmark's own threads). Other processes' CPU share is the machine's busy CPU time during the "
-              "run (/proc/stat) minus this process's and its children's, over wall time x cores.", ""]
-    if _busy(info):
-        lines += [f"**{_busy(info)}**", ""]
-    lines += ["## Results", "",
-              f"Baseline and fast path alternate (A B A B ...) after one untimed warm-up round, up to "
-              f"{sizes.repeats} rounds or until a family has used {sizes.budget_s:.0f} s; the values are medians. "
-              "Ratio: fast over baseline for tokens/s, baseline over fast for times (so above 1 means faster), "
-              "fast over baseline for memory (below 1 means smaller). Met: yes/no against the target; n/a for "
-              "report-only rows.", "", format_table(rows), "", "## What each row compares", ""]
-    for r in rows:
-        lines.append(f"**{r.what}.** {r.about}")
-        extra = "; ".join(x for x in (r.note, r.runs) if x)
-        if extra:
-            lines.append(f"({extra}.)")
-        lines.append("")
-    lines += ["## Peak memory", "", MEMORY_PARAGRAPH, ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-
-
 # --- command line ---
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1005,12 +848,12 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(device)
     print(f"[bench] {'quick' if args.quick else 'full'} run on {device} ({info['cpu']}, {info['cores']} cores, "
           f"{info['threads']} torch threads, torch {info['torch']}, load {info.get('load_start', 'n/a')})", flush=True)
-    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     rows = run_benchmark(sizes, device, args, families)
     total = time.perf_counter() - t0
     if hasattr(os, "getloadavg"):
         info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    share = _others_share(cpu0, _cpu_seconds(), total, info.get("cores") or 1)
+    share = others_share(cpu0, cpu_seconds(), total, info.get("cores") or 1)
     if share is not None:
         info["others_cpu_share"] = share
         info["other_processes_cpu"] = f"{share:.1%} of the machine's CPU time during the run"
@@ -1021,8 +864,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r.key}: {r.note}")
     out = args.out or (ROOT / "build" / "BENCHMARKS.quick.md" if args.quick else ROOT / "BENCHMARKS.md")
     write_report(out, rows, info, total, sizes, argv)
-    if _busy(info):
-        print(f"\n[bench] warning: {_busy(info)}")
+    if busy_warning(info):
+        print(f"\n[bench] warning: {busy_warning(info)}")
     print(f"\n[bench] {total:.0f} s in all; report written to {out}")
     return 0
 

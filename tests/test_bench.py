@@ -118,11 +118,11 @@ def test_fused_adam_matches_unfused_adam():
 
 
 def test_busy_warning_counts_only_other_processes():
-    from pico_helpers.bench import _busy, _others_share
+    from pico_helpers.bench_report import busy_warning, others_share
 
     # 10 s of wall time on 2 cores; the machine was busy 12 CPU-s, of which this process used 11.
-    share = _others_share((100.0, 5.0), (112.0, 16.0), 10.0, 2)
+    share = others_share((100.0, 5.0), (112.0, 16.0), 10.0, 2)
     assert share == pytest.approx(0.05)
-    assert _busy({"others_cpu_share": 0.01}) == ""
-    assert "Other processes used 30%" in _busy({"others_cpu_share": 0.30})
-    assert _busy({}) == ""  # not measurable (no /proc/stat): no claim either way
+    assert busy_warning({"others_cpu_share": 0.01}) == ""
+    assert "Other processes used 30%" in busy_warning({"others_cpu_share": 0.30})
+    assert busy_warning({}) == ""  # not measurable (no /proc/stat): no claim either way
