@@ -88,6 +88,17 @@ def _normaliser(csum: torch.Tensor, n_kept: torch.Tensor) -> torch.Tensor:
     return csum.gather(-1, (n_kept - 1)[:, None])[:, 0].float()
 
 
+def _cpu_rows(probs: torch.Tensor) -> bool:
+    """Whether the numpy paths apply: float32 rows on the CPU, a handful of them (generation samples one)."""
+    return probs.device.type == "cpu" and probs.dtype == torch.float32 and probs.shape[0] <= 8
+
+
+def _sorted_above(a: np.ndarray, threshold: float) -> np.ndarray:
+    """Ids of the values >= threshold in ``a`` (V,), ordered by descending value, ties by id."""
+    idx = np.flatnonzero(a >= threshold)  # (m,) ascending ids
+    return idx[np.argsort(-a[idx], kind="stable")]
+
+
 def _topk_cpu(row: torch.Tensor, k: int):
     """The k largest of a CPU float32 row (V,), descending, as (vals (k,), idx (k,)); None if not found cheaply.
 
@@ -102,21 +113,20 @@ def _topk_cpu(row: torch.Tensor, k: int):
         if j >= sub.size:
             return None
         threshold = np.partition(sub, sub.size - j)[sub.size - j]  # the j-th largest of the subsample
-        idx = np.flatnonzero(a >= threshold)  # (m,) ascending ids
-        if idx.size >= k:
+        m = np.count_nonzero(a >= threshold)  # candidates
+        if m >= k:
             break
     else:
         return None
-    if idx.size > _MAX_SUPERSET or not np.isfinite(threshold):
+    if m > _MAX_SUPERSET or not np.isfinite(threshold):
         return None  # many equal values, or NaN: torch.topk (and the checks after it) take over
-    order = np.argsort(-a[idx], kind="stable")[:k]  # descending values, ties by id
-    idx = idx[order]
+    idx = _sorted_above(a, threshold)[:k]
     return torch.from_numpy(a[idx]), torch.from_numpy(idx)
 
 
 def _topk(probs: torch.Tensor, k: int):
     """(B, V) probabilities -> their k largest, descending, (vals (B, k), idx (B, k) long)."""
-    if probs.device.type == "cpu" and probs.dtype == torch.float32 and probs.shape[0] <= 8:
+    if _cpu_rows(probs):
         found = [_topk_cpu(row, k) for row in probs]
         if all(f is not None for f in found):
             return torch.stack([v for v, _ in found]), torch.stack([i for _, i in found]).long()
@@ -183,10 +193,7 @@ def _nucleus_superset_cpu(row: torch.Tensor, p: float):
                 lo = mid
             else:
                 hi = mid
-    idx = np.flatnonzero(a >= top * 10.0 ** lo)  # (m,) ascending ids
-    if idx.size > _MAX_SORTED:
-        return None
-    idx = idx[np.argsort(-a[idx], kind="stable")]  # descending values, ties by id
+    idx = _sorted_above(a, top * 10.0 ** lo)  # at most _MAX_SORTED: enough(lo) counted them
     return torch.from_numpy(a[idx]), torch.from_numpy(idx)
 
 
@@ -196,7 +203,7 @@ def _large_nucleus(probs: torch.Tensor, p: float):
     On the CPU, each row's nucleus superset (``_nucleus_superset_cpu``) is sorted instead of the whole
     vocabulary; rows it cannot settle, and other devices, take the full sort.
     """
-    if probs.device.type == "cpu" and probs.dtype == torch.float32 and probs.shape[0] <= 8:
+    if _cpu_rows(probs):
         found = [_nucleus_superset_cpu(row, p) for row in probs]
         if all(f is not None for f in found):
             m = max(v.numel() for v, _ in found)

@@ -178,18 +178,22 @@ class KVState:
 
     tokens: (T_window, B) ids of the current window (at most block_size), needed to recompute the
         cache when the window slides.
-    kv: per block, (keys, values) each (B, H, T_window, d_head); position i of the window is at
-        absolute position i. They are views of ``buffers``.
     buffers: per block, (key_buffer, value_buffer) each (B, H, block_size, d_head), allocated once per
-        window; each new token writes its keys and values into the next free position.
+        window; position i of the window is at absolute position i, and each new token writes its keys
+        and values into the next free position.
     filled: positions written into ``buffers`` so far, shared (a one-element list) by every state
         over the same buffers. If it exceeds this state's window, another step already extended these
         buffers from here, so stepping from this state again copies them first (a branch).
     """
     tokens: torch.Tensor
-    kv: list
     buffers: list
     filled: list
+
+    @property
+    def kv(self) -> list:
+        """Per block, this state's (keys, values), each (B, H, T_window, d_head): views of ``buffers``."""
+        n = self.tokens.size(0)
+        return [(k[:, :, :n], v[:, :, :n]) for k, v in self.buffers]
 
 
 class TransformerModel(nn.Module):
@@ -354,17 +358,15 @@ class TransformerModel(nn.Module):
                 buffers = [(k.clone(), v.clone()) for k, v in buffers]
                 filled = [n_past]
             window = torch.cat([state.tokens, idx_new], dim=0)  # (T_past + T_new, B)
-            past = [(k, v, n_past) for k, v in buffers]
-            x, kvs, _ = self._run(idx_new.t(), start=n_past, past=past)
+            x, _, _ = self._run(idx_new.t(), start=n_past, past=[(k, v, n_past) for k, v in buffers])
             filled[0] = window.size(0)
-            return self.head(x[:, -1]), KVState(window, kvs, buffers, filled)
+            return self.head(x[:, -1]), KVState(window, buffers, filled)
         # no cache yet, or the window overflows: (crop and) compute the window from position 0
         context = idx_new if state is None else torch.cat([state.tokens, idx_new], dim=0)
         window = context[-self.block_size:]  # (T_w, B)
         x, kvs, _ = self._run(window.t())
         buffers = [(self._grow(k), self._grow(v)) for k, v in kvs]
-        kvs = [(k[:, :, :window.size(0)], v[:, :, :window.size(0)]) for k, v in buffers]
-        return self.head(x[:, -1]), KVState(window, kvs, buffers, [window.size(0)])
+        return self.head(x[:, -1]), KVState(window, buffers, [window.size(0)])
 
     def _grow(self, t: torch.Tensor) -> torch.Tensor:
         """(B, H, T, d) keys or values -> a (B, H, block_size, d) buffer holding them in its first T positions."""
