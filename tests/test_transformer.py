@@ -252,3 +252,29 @@ def test_kv_cache_branches_from_one_state():
     logits_a2, _ = model.step(b, state_a)  # the first branch is intact after the second one
     torch.testing.assert_close(logits_a2, full_recompute_logits(model, torch.cat([ids[:3], a, b])),
                                atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("positional", POSITIONAL)
+@pytest.mark.parametrize("norm", NORMS)
+@torch.no_grad()
+def test_one_token_decode_path_equals_the_general_cached_path(positional, norm):
+    # step() with one new token in eval mode takes the lean decode path; in train mode (dropout 0) the
+    # general one. They differ only in the GELU kernel (ATen's vs oneDNN's), so with oneDNN switched off
+    # for both they must agree bit for bit, keys and values included; with it on, to rounding (~1e-6).
+    model = make_model(positional, norm)
+    ids = torch.randint(0, V, (6, 2), generator=torch.Generator().manual_seed(8))
+    _, state = model.step(ids[:5])
+    lean_logits, lean_state = model.step(ids[5:6], state)
+    torch.testing.assert_close(lean_logits, full_recompute_logits(model, ids), atol=ATOL, rtol=RTOL)
+    assert torch.backends.mkldnn.enabled  # the decode path switches oneDNN off for its GELU only
+    torch.backends.mkldnn.enabled = False
+    try:
+        lean_logits, lean_state = model.step(ids[5:6], state)  # a branch from the same state
+        model.train()
+        general_logits, general_state = model.step(ids[5:6], state)
+    finally:
+        torch.backends.mkldnn.enabled = True
+        model.eval()
+    assert torch.equal(lean_logits, general_logits)
+    for (k1, v1), (k2, v2) in zip(lean_state.kv, general_state.kv):
+        assert torch.equal(k1, k2) and torch.equal(v1, v2)
