@@ -134,8 +134,9 @@ def write_report(path: Path, rows: list, info: dict, total_s: float, sizes, argv
     ``rows`` are ``bench.Row`` objects and ``sizes`` the run's ``bench.BenchSizes`` (repeats, budget_s, quick_mode).
     """
     lines = ["# Benchmarks", "",
-             "Each fast path of the workbook against a plain baseline written beside it, in one process "
-             "(written by `pico_helpers/bench.py`; do not edit by hand).", "",
+             "Each fast path of the workbook against a plain baseline written beside it, the two alternating "
+             "in one process; each family of rows gets a fresh process, so no row depends on the rows before "
+             "it (written by `pico_helpers/bench.py`; do not edit by hand).", "",
              "## How to reproduce", "", "```", "make bench            # = .venv/bin/python -m pico_helpers.bench",
              "python -m pico_helpers.bench --device cuda   # on a GPU; --quick for a smoke run", "```", "",
              f"This run: `{' '.join(['python -m pico_helpers.bench', *argv])}`, {total_s:.0f} s in all"
