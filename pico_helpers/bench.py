@@ -4,8 +4,8 @@ Run it with ``make bench`` or ``python -m pico_helpers.bench`` (``--quick`` for 
 ``--device cuda`` on a GPU, ``--out PATH`` for the report). Each row runs the baseline and the fast
 path in turn (A B A B ...) in one process, after an untimed warm-up round, takes the median of each,
 and compares the medians. Each family of rows runs in its own fresh process (``--family NAME``), so no
-row depends on which rows ran before it (what earlier rows left in the allocator moved the starter's
-generation speed by about 40% in our runs). Peak memory is measured in a fresh subprocess per variant
+row depends on which rows ran before it (what earlier rows left behind in the process moved the starter's
+generation speed by up to 40% in our runs). Peak memory is measured in a fresh subprocess per variant
 (``--one NAME``), see ``measure_peak_memory``. Tests never look at the numbers: tests/test_bench.py only checks that a quick
 run produces every row, and that each baseline computes the same function as its fast path.
 """
@@ -549,28 +549,16 @@ def _row_generation(sizes: BenchSizes, device) -> list[Row]:
                                sizes.repeats, sizes.budget_s / 8)["head"]
     head_ms = _median(head_times) / sizes.gen_new * 1e3
     cache_ms = _median(times["cache"]) / sizes.gen_new * 1e3
-    # The starter's own order: it trains with full logits, then generates. The freed (T, B, V) logits of
-    # one such step leave warm pages in the allocator, which the starter's all-position logits then reuse
-    # instead of faulting in fresh ones. Timed again after one plain training step, for the note.
-    plain_step, _, _ = build_step("transformer:plain", sizes, device)
-    plain_step()
-    del plain_step
-    gc.collect()
-    warm = alternate({m: fns[m] for m in ("recompute_all_logits", "cache")}, device, 3, sizes.budget_s / 4, warmup=0)
-    warm_starter, warm_cache = (sizes.gen_new / _median(warm[m]) for m in ("recompute_all_logits", "cache"))
     note = (f"all three methods gave the same tokens: {'yes' if same else 'no'}; per new token the cache takes "
             f"{cache_ms:.2f} ms, of which {head_ms:.2f} ms is the {sizes.tf_d} x {sizes.vocab:,} head for one "
             "position (every method pays it), so no method can beat the starter's by more than "
-            f"{_median(times['recompute_all_logits']) / sizes.gen_new * 1e3 / head_ms:.1f}x here; after one "
-            "full-logits training step in the same process (the starter's order: train, then generate), the "
-            f"starter's way ran at {warm_starter:,.0f} tokens/s and the cache at {warm_cache:,.0f} "
-            f"({warm_cache / warm_starter:.2f}x)")
+            f"{_median(times['recompute_all_logits']) / sizes.gen_new * 1e3 / head_ms:.1f}x here")
     common = (f"`generate_tokens` on one `TransformerModel` ({cfg}, block_size {sizes.gen_block} so the context "
               "is never cropped). Fast: `method=\"cache\"`, the KV cache: after the prompt, each token runs only its "
-              "own position through the blocks (`TransformerModel._decode`) and the head. The note also times the "
-              "starter and the cache after one full-logits training step in the same process: the starter's "
-              "large logits then reuse the pages that step freed, and it runs faster than in this family's "
-              "fresh process. ")
+              "own position through the blocks (`TransformerModel._decode`) and the head. The starter's speed "
+              "depends on what ran before it in the process (it allocates a new (T, vocab) logits tensor for "
+              "every token): run after the K-gram and Transformer rows in one process it measured faster, by "
+              "an amount that varied from run to run, which is why each family here gets a fresh process. ")
     rows = [_speed_row("gen_recompute", f"Generation of {sizes.gen_new} tokens ({cfg})", "recompute, last logits only",
                        "KV cache", sizes.gen_new, times["recompute"], times["cache"], 1.9,
                        common + "Baseline: `method=\"recompute\"`, the whole context through the blocks for every "
