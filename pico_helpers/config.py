@@ -80,7 +80,7 @@ class TrainConfig:
     device_id: str | None = None  # None: cuda > mps > cpu
     bf16: bool | None = None  # None: on for CUDA GPUs that support it, off on CPU
     compile: bool = False
-    loss_chunk_size: int | None = None  # rows per chunk of the fused loss; None: the default
+    loss_chunk_size: int | None = None  # rows per chunk of the fused loss; None: max(128, D // 2) (losses.chunk_rows)
     log_every: int = 100  # steps between "partial average loss" lines
     sample_every_s: float = 30.0  # seconds between text samples during training; 0 disables
     prompt: str = "Once upon a"

@@ -22,6 +22,7 @@ __all__ = [
     "fused_linear_cross_entropy",
     "FusedLinearCrossEntropy",
     "DEFAULT_CHUNK_SIZE",
+    "chunk_rows",
 ]
 
 # Rows per chunk: at V = 50,257 one chunk's float32 logits are 128 * 50,257 * 4 B = 26 MB. Measured on
@@ -29,7 +30,17 @@ __all__ = [
 # full logits 0.80-0.87 s), 256-1024 rows 10-25% slower, 32 rows slower again (per-chunk overhead and
 # one full (V, D) grad_W update per chunk); at D = 512 chunks of 128-1024 were within 7%. Peak extra
 # memory there was ~75-100 MB against ~1.2 GB for the plain path.
+# Wider models want taller chunks: every chunk reads and writes the whole (V, D) grad_W once, which at
+# D = 1024 is 206 MB. There, forward + backward took 650 / 592 / 551 ms with 128 / 256 / 512 rows
+# (N = 496, the LSTM bench) and 2.49 / 2.18 / 2.01 s (N = 2032); at D = 512, 1.08 s for all three; at
+# D = 128, 339 / 319 / 377 ms with 64 / 128 / 256 rows. Hence max(128, D // 2) rows (``chunk_rows``):
+# one chunk's logits stay at most half the size of grad_W.
 DEFAULT_CHUNK_SIZE = 128
+
+
+def chunk_rows(d_model: int) -> int:
+    """The default rows per chunk of the fused loss for hidden size ``d_model``: max(128, d_model // 2)."""
+    return max(DEFAULT_CHUNK_SIZE, d_model // 2)
 
 
 # --- checks ---
@@ -165,7 +176,7 @@ def fused_linear_cross_entropy(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     targets: torch.Tensor,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``h @ weight.T + bias`` against ``targets`` without all the logits at once.
 
@@ -174,9 +185,9 @@ def fused_linear_cross_entropy(
         weight: (V, D) head weight (may be tied to the embedding: autograd adds both gradients).
         bias: (V,) head bias or None.
         targets: (N,) long ids in [0, V).
-        chunk_size: rows per chunk. Extra memory: one chunk's float32 logits, chunk_size * V * 4
-            bytes (x1.5 under bf16 autocast, for the bf16 copy of their gradient), plus the float32
-            (V, D) grad_W accumulator and (N, D) grad_h kept for backward.
+        chunk_size: rows per chunk; None: ``chunk_rows(D)``. Extra memory: one chunk's float32
+            logits, chunk_size * V * 4 bytes (x1.5 under bf16 autocast, for the bf16 copy of their
+            gradient), plus the float32 (V, D) grad_W accumulator and (N, D) grad_h kept for backward.
 
     Returns:
         Scalar float32 mean loss (float64 for float64 inputs); 0 when N == 0. Under torch.autocast the matmuls run in the
@@ -191,8 +202,10 @@ def fused_linear_cross_entropy(
         raise ValueError(f"targets must be ({h.shape[0]},) to match h, got {tuple(targets.shape)}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must be ({weight.shape[0]},) to match weight, got {tuple(bias.shape)}")
+    if chunk_size is None:
+        chunk_size = chunk_rows(h.shape[1])
     if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int (rows per chunk), got {chunk_size!r}")
+        raise ValueError(f"chunk_size must be a positive int (rows per chunk) or None, got {chunk_size!r}")
     device_type = h.device.type
     if torch.is_autocast_enabled(device_type):
         compute_dtype = torch.get_autocast_dtype(device_type)
@@ -213,7 +226,7 @@ def next_token_loss(
     model: nn.Module,
     tokens: torch.Tensor,
     pad_mask: torch.Tensor | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Mean next-token cross-entropy of ``model`` on ``tokens``, through ``model.hidden`` and ``model.head``.
 
@@ -224,7 +237,7 @@ def next_token_loss(
         model: follows the model contract (``hidden(idx) -> (T, B, D)``, ``head`` an ``nn.Linear``).
         tokens: (T, B) long token ids.
         pad_mask: optional (T, B) bool, True = real token. None: every pair counts.
-        chunk_size: rows per chunk of the fused head (see :func:`fused_linear_cross_entropy`).
+        chunk_size: rows per chunk of the fused head; None: ``chunk_rows(D)`` (see :func:`fused_linear_cross_entropy`).
 
     Returns:
         Scalar float32 mean loss; 0 (with zero gradients) when no target is real.

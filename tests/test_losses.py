@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pico_helpers.losses import compute_next_token_loss, fused_linear_cross_entropy, next_token_loss
+from pico_helpers.losses import chunk_rows, compute_next_token_loss, fused_linear_cross_entropy, next_token_loss
 
 # float32 tolerances: the fused path and the reference add the same terms in a different order
 # (chunked sums, in-place log-softmax), so results differ by a few float32 ulps of the largest
@@ -79,7 +79,7 @@ def assert_params_match(model, loss_fn, ref_fn):
 # --- fused function against full logits ---
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])  # 7 does not divide N = 50; 1000 > N
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000, None])  # 7 does not divide N = 50; 1000 > N; None: default
 def test_fused_matches_full_logits(bias, chunk_size):
     gen = torch.Generator().manual_seed(0)
     N, D, V = 50, 16, 1000
@@ -99,6 +99,24 @@ def test_fused_matches_full_logits(bias, chunk_size):
 
     torch.testing.assert_close(loss, ref, rtol=RTOL, atol=ATOL)
     for g, r in zip(got, want):
+        torch.testing.assert_close(g, r, rtol=RTOL, atol=ATOL)
+
+
+def test_default_chunks_grow_with_width():
+    # max(128, D // 2) rows: 128 for the small models, taller chunks where grad_W is large.
+    assert [chunk_rows(d) for d in (16, 128, 256, 512, 1024)] == [128, 128, 128, 256, 512]
+    gen = torch.Generator().manual_seed(2)
+    N, D, V = 700, 600, 300  # default chunks of 300 rows: two full, one partial
+    h = torch.randn(N, D, generator=gen).requires_grad_()
+    w = (torch.randn(V, D, generator=gen) * 0.05).requires_grad_()
+    t = torch.randint(V, (N,), generator=gen)
+    loss = fused_linear_cross_entropy(h, w, None, t)
+    loss.backward()
+    got = grads([h, w])
+    ref = F.cross_entropy(h @ w.T, t)
+    ref.backward()
+    torch.testing.assert_close(loss, ref, rtol=RTOL, atol=ATOL)
+    for g, r in zip(got, grads([h, w])):
         torch.testing.assert_close(g, r, rtol=RTOL, atol=ATOL)
 
 
