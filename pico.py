@@ -90,8 +90,9 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from pico_helpers.data import load_corpus
-    from pico_helpers.generation import generate_text
-    from pico_helpers.training import build_model, pick_device, train
+    from pico_helpers.sample import generate_text
+    from pico_helpers.models import build_model
+    from pico_helpers.training import pick_device, train
 
     device = pick_device(config.device_id)
     print(f"Using device: {device}")

@@ -1,37 +1,40 @@
-"""pico-llm workbook helpers: tokenizer, data, models, training, generation, plots, inspection, answers.
+"""pico-llm workbook helpers, one subpackage per job: data, models, train, sample, analysis, workbook.
 
 Every notebook imports what it needs from here, e.g. ``from pico_helpers import TrainConfig, train``.
 Importing has no side effects: nothing is seeded, downloaded or configured until you call it.
 """
-from .answers import export_answers
-from .config import MODEL_NAMES, TrainConfig, find_repo_root, quick_mode
-from .data import (Corpus, MixedSequenceDataset, collate, generate_3seqs, iterate_batches, load_corpus,
-                   load_text_file, load_tinystories, split_train_val, write_3seqs)
-from .generation import generate_text, generate_tokens
-from .inspection import (annotate_tokens, attention_maps, attention_viewer, describe_neighbours,
-                         embedding_inspector, embedding_table, kmeans, nearest_neighbours, nearest_to_vector,
-                         number_words, pca_2d, plot_attention, plot_embedding_scatter, token_structure_plot)
-from .losses import compute_next_token_loss, fused_linear_cross_entropy, next_token_loss
-from .models import KGramMLPSeqModel, LSTMSeqModel
-from .plots import LiveLossPlot, plot_histories, plot_history
-from .sampling import nucleus_probs, nucleus_sampling
-from .tokenizer import CompactVocab, get_tokenizer
-from .training import build_model, count_parameters, evaluate, load_checkpoint, pick_device, train
-from .transformer import RMSNorm, TransformerModel
+from pico_helpers.analysis import (LiveLossPlot, annotate_tokens, attention_maps, attention_viewer,
+                                   describe_neighbours, embedding_inspector, embedding_table, kmeans,
+                                   nearest_neighbours, nearest_to_vector, number_words, pca_2d, plot_attention,
+                                   plot_embedding_scatter, plot_histories, plot_history, token_structure_plot)
+from pico_helpers.config import MODEL_NAMES, TrainConfig, find_repo_root, quick_mode
+from pico_helpers.data import (CompactVocab, Corpus, MixedSequenceDataset, collate, generate_3seqs, get_tokenizer,
+                               iterate_batches, load_corpus, load_text_file, load_tinystories, split_train_val,
+                               write_3seqs)
+from pico_helpers.models import (KGramMLPSeqModel, LSTMSeqModel, RMSNorm, TransformerModel, build_model,
+                                 count_parameters)
+from pico_helpers.sample import generate_text, generate_tokens, nucleus_probs, nucleus_sampling
+from pico_helpers.training import (compute_next_token_loss, evaluate, fused_linear_cross_entropy, load_checkpoint,
+                                next_token_loss, pick_device, train)
+from pico_helpers.workbook import export_answers
 
 __all__ = [
-    "export_answers",
+    # analysis
+    "LiveLossPlot", "annotate_tokens", "attention_maps", "attention_viewer", "describe_neighbours",
+    "embedding_inspector", "embedding_table", "kmeans", "nearest_neighbours", "nearest_to_vector", "number_words",
+    "pca_2d", "plot_attention", "plot_embedding_scatter", "plot_histories", "plot_history", "token_structure_plot",
+    # config
     "MODEL_NAMES", "TrainConfig", "find_repo_root", "quick_mode",
-    "Corpus", "MixedSequenceDataset", "collate", "generate_3seqs", "iterate_batches", "load_corpus",
-    "load_text_file", "load_tinystories", "split_train_val", "write_3seqs",
-    "generate_text", "generate_tokens",
-    "annotate_tokens", "attention_maps", "attention_viewer", "describe_neighbours", "embedding_inspector",
-    "embedding_table", "kmeans", "nearest_neighbours", "nearest_to_vector", "number_words", "pca_2d",
-    "plot_attention", "plot_embedding_scatter", "token_structure_plot",
-    "compute_next_token_loss", "fused_linear_cross_entropy", "next_token_loss",
-    "KGramMLPSeqModel", "LSTMSeqModel", "RMSNorm", "TransformerModel",
-    "LiveLossPlot", "plot_histories", "plot_history",
-    "nucleus_probs", "nucleus_sampling",
-    "CompactVocab", "get_tokenizer",
-    "build_model", "count_parameters", "evaluate", "load_checkpoint", "pick_device", "train",
+    # data
+    "CompactVocab", "Corpus", "MixedSequenceDataset", "collate", "generate_3seqs", "get_tokenizer",
+    "iterate_batches", "load_corpus", "load_text_file", "load_tinystories", "split_train_val", "write_3seqs",
+    # models
+    "KGramMLPSeqModel", "LSTMSeqModel", "RMSNorm", "TransformerModel", "build_model", "count_parameters",
+    # sample
+    "generate_text", "generate_tokens", "nucleus_probs", "nucleus_sampling",
+    # train
+    "compute_next_token_loss", "evaluate", "fused_linear_cross_entropy", "load_checkpoint", "next_token_loss",
+    "pick_device", "train",
+    # workbook
+    "export_answers",
 ]

@@ -28,7 +28,7 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def enc():
-    from pico_helpers.tokenizer import get_tokenizer
+    from pico_helpers.data.tokenizer import get_tokenizer
 
     return get_tokenizer()
 

@@ -12,7 +12,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from conftest import ROOT
-from pico_helpers.answers import EXPECTED_ANSWERS, clean_stream_text, export_answers
+from pico_helpers.workbook.answers import EXPECTED_ANSWERS, clean_stream_text, export_answers
 
 WIDGET = {"application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0},
           "text/plain": "FloatSlider(value=0.5)"}
@@ -264,7 +264,7 @@ def test_cli_help_and_export(tmp_path, png_bytes):
 def test_workbook_records_the_run_in_notebook_metadata(tmp_path, monkeypatch):
     pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    from pico_helpers.workbook import execute_notebook
+    from pico_helpers.workbook.run import execute_notebook
 
     monkeypatch.setenv("PICO_QUICK", "1")  # execute_notebook sets it; monkeypatch restores it afterwards
     src = tmp_path / "01_tiny.ipynb"

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import ROOT
-from pico_helpers.bench import ROW_KEYS, alternate, starter_loop_kgram_forward
-from pico_helpers.losses import next_token_loss
+from benchmarks.bench import ROW_KEYS, alternate, starter_loop_kgram_forward
+from pico_helpers.training.losses import next_token_loss
 from pico_helpers.models import KGramMLPSeqModel
-from pico_helpers.training import make_optimizer
-from pico_helpers.transformer import TransformerModel
+from pico_helpers.training.loop import make_optimizer
+from pico_helpers.models.transformer import TransformerModel
 
 
 # --- the quick run ---
@@ -31,7 +31,7 @@ def _table_rows(report: str) -> list[list[str]]:
 
 def test_quick_run_prints_and_writes_every_row(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
-    r = subprocess.run([sys.executable, "-m", "pico_helpers.bench", "--quick", "--device", "cpu", "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--quick", "--device", "cpu", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     report = out.read_text()
@@ -118,7 +118,7 @@ def test_fused_adam_matches_unfused_adam():
 
 
 def test_busy_warning_counts_only_other_processes():
-    from pico_helpers.bench_report import busy_warning, others_share
+    from benchmarks.report import busy_warning, others_share
 
     # 10 s of wall time on 2 cores; the machine was busy 12 CPU-s, of which this process used 11.
     share = others_share((100.0, 5.0), (112.0, 16.0), 10.0, 2)

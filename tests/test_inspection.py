@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from pico_helpers.inspection import (  # noqa: E402
+from pico_helpers.analysis.inspection import (  # noqa: E402
     annotate_tokens, attention_maps, attention_viewer, describe_neighbours, embedding_inspector,
     embedding_table, kmeans, nearest_neighbours, nearest_to_vector, number_words, pca_2d, plot_attention,
     plot_embedding_scatter, token_structure_plot,
@@ -303,7 +303,7 @@ def test_attention_viewer_updates_headless():
 
 def test_attention_maps_of_the_real_transformer():
     # The attention rows of a causal model are distributions over the keys up to the query.
-    transformer = pytest.importorskip("pico_helpers.transformer")
+    transformer = pytest.importorskip("pico_helpers.models.transformer")
     torch.manual_seed(0)
     model = transformer.TransformerModel(len(CharEnc.ALPHABET), 16, 2, 2, 8)
     attn, tokens = attention_maps(model, CharEnc(), "abcde")

@@ -1,4 +1,4 @@
-"""Tests for pico_helpers.losses against a plain full-logits cross-entropy written here."""
+"""Tests for pico_helpers.training.losses against a plain full-logits cross-entropy written here."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pico_helpers.losses import chunk_rows, compute_next_token_loss, fused_linear_cross_entropy, next_token_loss
+from pico_helpers.training.losses import chunk_rows, compute_next_token_loss, fused_linear_cross_entropy, next_token_loss
 
 # float32 tolerances: the fused path and the reference add the same terms in a different order
 # (chunked sums, in-place log-softmax), so results differ by a few float32 ulps of the largest

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from pico_helpers import sampling
-from pico_helpers.sampling import FAST_K, REACH_TOL, nucleus_probs, nucleus_sampling
+from pico_helpers.sample import nucleus as sampling
+from pico_helpers.sample.nucleus import FAST_K, REACH_TOL, nucleus_probs, nucleus_sampling
 
 # Renormalised probabilities are one float32 division away from the reference's float64 ones.
 RTOL = 1e-6

@@ -14,7 +14,7 @@ def test_known_ids(enc):
 
 
 def test_offline_encoding_is_tiktoken_gpt2_layout(enc):
-    from pico_helpers.tokenizer import RANK_FILE_SHA256, rank_file_path
+    from pico_helpers.data.tokenizer import RANK_FILE_SHA256, rank_file_path
 
     path = rank_file_path()
     assert path is not None, "make setup provisions the rank file; run it first"
@@ -36,7 +36,7 @@ def test_round_trip_on_input_files(enc, name):
 
 
 def test_compact_vocab_round_trip(enc):
-    from pico_helpers.tokenizer import CompactVocab
+    from pico_helpers.data.tokenizer import CompactVocab
 
     seqs = [enc.encode_ordinary("0 1 2 3 4 5"), enc.encode_ordinary("1 4 9 16")]
     cv = CompactVocab.from_sequences(seqs, enc)
@@ -49,7 +49,7 @@ def test_compact_vocab_round_trip(enc):
 
 
 def test_missing_rank_file_error_names_the_command(monkeypatch, tmp_path):
-    import pico_helpers.tokenizer as tok
+    import pico_helpers.data.tokenizer as tok
 
     monkeypatch.setattr(tok, "rank_file_path", lambda: None)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty cache: tiktoken must download, and cannot

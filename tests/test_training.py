@@ -8,7 +8,8 @@ import torch
 
 from pico_helpers.config import TrainConfig
 from pico_helpers.data import load_corpus
-from pico_helpers.training import build_model, evaluate, load_checkpoint, pick_device, train
+from pico_helpers.models import build_model
+from pico_helpers.training.loop import evaluate, load_checkpoint, pick_device, train
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_changed_config_moves_the_old_run_aside(setup, tmp_path):
 def test_interrupt_saves_a_checkpoint_that_resumes(setup, tmp_path, monkeypatch):
     cfg, corpus = setup
     cfg = cfg.replace(output_dir=str(tmp_path), epochs=1, max_steps_per_epoch=10)
-    import pico_helpers.training as tr
+    import pico_helpers.training.loop as tr
 
     real, calls = tr.next_token_loss, {"n": 0}
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pico_helpers.transformer import RMSNorm, TransformerModel, apply_rope, rope_tables, sinusoidal_table
+from pico_helpers.models.transformer import RMSNorm, TransformerModel, apply_rope, rope_tables, sinusoidal_table
 
 V, D, H, N_BLOCKS, BLOCK = 40, 32, 4, 2, 8
 POSITIONAL = ["learned", "sinusoidal", "rope", "none"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .sampling import nucleus_sampling
+from pico_helpers.sample.nucleus import nucleus_sampling
 
 __all__ = ["generate_tokens", "generate_text", "GENERATION_METHODS"]
 
@@ -85,7 +85,7 @@ def generate_text(model, enc, prompt: str, max_new_tokens: int = 20, top_p: floa
     text = enc.decode(prompt_ids + new_ids)
     if not monosemantic:
         return text, text
-    from .inspection import annotate_tokens, embedding_table
+    from pico_helpers.analysis.inspection import annotate_tokens, embedding_table
 
     table = embedding_table(model)
     annotated = prompt + annotate_tokens(new_ids, table, lambda i: enc.decode([int(i)]), k=3)

@@ -2,7 +2,6 @@
 
 Quick mode (PICO_QUICK=1, the default without a GPU) writes build/answers.md and never touches the
 committed answers.md; a full run (--quick 0) writes answers.md and answers_files/, the submission.
-Until notebooks exist it trains the LSTM on input_files/3seqs.txt instead, offline on the CPU.
 """
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 BUILD = ROOT / "build"
 
@@ -75,30 +74,20 @@ def execute_notebook(src: Path, dest: Path, quick: bool, timeout: int = 3600) ->
     return time.perf_counter() - t0
 
 
-def _fallback_training() -> int:
-    """Before the notebooks exist: the LSTM on 3seqs, with samples, a loss figure and a history."""
-    import pico
-
-    return pico.main(["--block_size", "32", "--embed_size", "128", "--tinystories_weight", "0.0",
-                      "--input_files", "input_files/3seqs.txt", "--prompt", "0 1 2 3 4",
-                      "--max_steps_per_epoch", "200", "--device_id", "auto", "--output_dir", "build/runs"])
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", default="auto", help="1 = quick (CI-sized) runs, 0 = full runs, auto = quick unless CUDA")
     parser.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
-    sys.path.insert(0, str(ROOT))
-    from .config import quick_mode
+    from pico_helpers.config import quick_mode
 
     os.environ["PICO_QUICK"] = {"1": "1", "0": "0"}.get(str(args.quick), "auto")
     quick = quick_mode()
     paths = notebook_paths()
     if not paths:
-        print("No notebooks yet: training the LSTM on input_files/3seqs.txt instead.")
-        return _fallback_training()
+        print(f"no notebooks found in {NOTEBOOKS}/", file=sys.stderr)
+        return 2
     if args.only:
         paths = [p for p in paths if any(s in p.name for s in args.only)]
     out_dir = BUILD / ("quick" if quick else "full")
@@ -106,7 +95,7 @@ def main(argv=None) -> int:
     for src in paths:
         seconds = execute_notebook(src, out_dir / src.name, quick)
         print(f"  {src.name}: {seconds:.0f} s")
-    from .answers import export_answers
+    from pico_helpers.workbook.answers import export_answers
 
     target = BUILD / "answers.md" if quick else ROOT / "answers.md"
     report = export_answers(out_dir, target)

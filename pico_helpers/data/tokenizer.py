@@ -25,7 +25,7 @@ WHISPER_SDIST = "openai-whisper==20250625"
 # GPT-2's pre-tokenisation regex (tiktoken's gpt2 / r50k_base pattern).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
-_PACKAGE_ASSET = Path(__file__).resolve().parent / "assets" / "gpt2.tiktoken"
+_PACKAGE_ASSET = Path(__file__).resolve().parents[1] / "assets" / "gpt2.tiktoken"
 PROVISION_COMMAND = f"{sys.executable} -m pico_helpers.tokenizer --provision   (or: make setup)"
 
 

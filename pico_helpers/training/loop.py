@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from .config import MODEL_NAMES, TrainConfig
-from .data import Corpus, iterate_batches
-from .losses import next_token_loss
-from .plots import LiveLossPlot
+from pico_helpers.config import TrainConfig
+from pico_helpers.models import count_parameters
+from pico_helpers.data import Corpus, iterate_batches
+from pico_helpers.training.losses import next_token_loss
+from pico_helpers.analysis.plots import LiveLossPlot
 
-__all__ = ["pick_device", "build_model", "make_optimizer", "evaluate", "train", "load_checkpoint",
-           "run_dir", "count_parameters"]
+__all__ = ["pick_device", "make_optimizer", "evaluate", "train", "load_checkpoint", "run_dir"]
 
 # Fields that do not change what a checkpoint means: a run may resume with different values.
 _RESUMABLE_FIELDS = {"epochs", "max_steps_per_epoch", "log_every", "sample_every_s", "prompt", "device_id",
@@ -67,34 +67,7 @@ def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
-# --- models and optimizer ---
-
-def build_model(name: str, config: TrainConfig, vocab_size: int) -> torch.nn.Module:
-    """Build one of MODEL_NAMES from ``config`` (seeded by ``config.seed``)."""
-    torch.manual_seed(config.seed)
-    if name == "lstm_seq":
-        from .models import LSTMSeqModel
-
-        return LSTMSeqModel(vocab_size, config.embed_size, config.embed_size)
-    if name == "kgram_mlp_seq":
-        from .models import KGramMLPSeqModel
-
-        return KGramMLPSeqModel(vocab_size, k=config.kgram_k, embed_size=config.embed_size,
-                                num_inner_layers=config.num_inner_mlp_layers, chunk_size=config.kgram_chunk_size,
-                                input_mode=config.kgram_input_mode)
-    if name == "kvcache_transformer":
-        from .transformer import TransformerModel
-
-        return TransformerModel(vocab_size, d_model=config.embed_size, n_heads=config.n_heads,
-                                n_blocks=config.n_blocks, block_size=config.block_size,
-                                positional=config.positional, norm=config.norm, tie_weights=config.tie_weights)
-    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Number of distinct trainable parameters (a tied weight counts once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())
-
+# --- optimizer ---
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Optimizer:
     """Adam (the starter's optimizer), fused into one kernel per step where this torch supports it."""
@@ -184,7 +157,7 @@ def _new_history(name: str, corpus: Corpus, config: TrainConfig, model, device, 
 
 
 def _print_samples(model, enc, config: TrainConfig, history: dict, step: int, write) -> None:
-    from .generation import generate_text
+    from pico_helpers.sample.generate import generate_text
 
     try:
         greedy, _ = generate_text(model, enc, config.prompt, max_new_tokens=20)

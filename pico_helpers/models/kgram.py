@@ -1,67 +1,14 @@
-"""The recurrent and window models: LSTMSeqModel and KGramMLPSeqModel (the Transformer is in transformer.py).
+"""The K-gram MLP language model (question 2): a fixed window of the last k tokens through an MLP.
 
-Every model follows one contract (used by training, generation, evaluation and inspection alike):
-- ``model(idx)``: ``idx`` (seq_len, batch) token ids -> logits (seq_len, batch, vocab); logits at t
-  predict token t+1.
-- ``model.hidden(idx)`` -> (seq_len, batch, d) and ``model.head`` (an ``nn.Linear`` to the vocabulary),
-  with ``model(idx) == model.head(model.hidden(idx))``; the training loss uses the pair so it never
-  has to hold all the logits at once.
-- ``model.step(idx_new, state)`` -> (logits for the last new position (batch, vocab), new state):
-  incremental generation; ``state=None`` starts from scratch.
-- ``model.embedding_table()`` -> (vocab, d) one vector per token, for inspection.
-
-Used in 01_embeddings.ipynb, 02_kgram_mlp.ipynb and 03_lstm.ipynb.
-"""
+Used in 02_kgram_mlp.ipynb."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["LSTMSeqModel", "KGramMLPSeqModel"]
+__all__ = ["KGramMLPSeqModel"]
 
-
-# --- LSTM ---
-
-class LSTMSeqModel(nn.Module):
-    """The starter's LSTM: embedding -> one-layer LSTM -> linear to the vocabulary.
-
-    Args:
-        vocab_size: number of token ids (50,257 for GPT-2, fewer with a compact vocabulary).
-        embed_size: embedding width.
-        hidden_size: LSTM state width.
-    """
-
-    block_size = None  # no context limit: the recurrent state carries everything seen so far
-
-    def __init__(self, vocab_size: int = 50257, embed_size: int = 1024, hidden_size: int = 1024):
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.embedding = nn.Embedding(vocab_size, embed_size)
-        self.lstm = nn.LSTM(embed_size, hidden_size, batch_first=False)
-        self.head = nn.Linear(hidden_size, vocab_size)
-
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """(T, B) ids -> (T, B, hidden_size) LSTM outputs."""
-        self.lstm.flatten_parameters()
-        out, _ = self.lstm(self.embedding(idx))  # (T, B, H)
-        return out
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """(T, B) ids -> (T, B, vocab) logits."""
-        return self.head(self.hidden(idx))
-
-    def step(self, idx_new: torch.Tensor, state=None):
-        """Feed (T_new, B) new ids after the recurrent ``state``; return last logits (B, vocab) and the state."""
-        out, state = self.lstm(self.embedding(idx_new), state)  # out: (T_new, B, H)
-        return self.head(out[-1]), state
-
-    def embedding_table(self) -> torch.Tensor:
-        """(vocab, embed_size) input embedding vectors."""
-        return self.embedding.weight
-
-
-# --- K-gram MLP ---
 
 KGRAM_INPUT_MODES = ("one_hot", "embedding")
 KGRAM_WINDOWS = ("aligned", "starter")

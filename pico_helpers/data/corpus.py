@@ -1,168 +1,23 @@
-"""Data: the seeded 3seqs generator, local text files, TinyStories (hub or local file), mixing, splits, batches.
+"""One run's data: held-out splits, the starter's seeded mixture, padded batches, and ``load_corpus``.
 
 Used in every notebook; introduced in 01_embeddings.ipynb.
 """
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import random
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
-__all__ = [
-    "generate_3seqs", "write_3seqs", "load_text_file", "load_tinystories", "split_train_val",
-    "MixedSequenceDataset", "HeldOutSet", "collate", "iterate_batches", "Corpus", "load_corpus", "PAD_ID",
-]
+from pico_helpers.data.sources import TINYSTORIES_ENV, TINYSTORIES_HUB, load_text_file, load_tinystories
+
+__all__ = ["split_train_val", "MixedSequenceDataset", "HeldOutSet", "collate", "iterate_batches", "Corpus",
+           "load_corpus", "PAD_ID"]
 
 PAD_ID = 0  # right padding; masked out of every loss (it is GPT-2's "!", a real token)
-TINYSTORIES_ENV = "PICO_TINYSTORIES"
-TINYSTORIES_HUB = "roneneldan/TinyStories"
-EOT_TEXT = "<|endoftext|>"
-
-
-# --- 3seqs: a seeded generator of integer sequences ---
-
-def generate_3seqs(n_lines: int = 10000, seed: int = 3) -> str:
-    """Return the text of a 3seqs-style corpus: one sequence of space-separated integers per line.
-
-    Kinds (about 60/15/10/10/5 %): counting runs (some starting below zero), Fibonacci-like runs,
-    powers of two, squares, all-zero runs; 12 to 40 numbers per line. Same seed -> same bytes.
-    """
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(n_lines):
-        length = rng.randint(12, 40)
-        kind = rng.choices(["count", "fib", "pow2", "square", "zeros"], weights=[60, 15, 10, 10, 5])[0]
-        if kind == "count":
-            start = rng.randint(-10, 100)
-            seq = list(range(start, start + length))
-        elif kind == "fib":
-            a, b = rng.choice([(0, 1), (1, 1), (1, 2), (2, 3), (3, 5), (5, 8)])
-            seq = []
-            for _ in range(length):
-                seq.append(a)
-                a, b = b, a + b
-        elif kind == "pow2":
-            start = rng.randint(0, 3)
-            seq = [2 ** (start + i) for i in range(length)]
-        elif kind == "square":
-            start = rng.randint(0, 10)
-            seq = [(start + i) ** 2 for i in range(length)]
-        else:
-            seq = [0] * length
-        lines.append(" ".join(str(x) for x in seq))
-    return "\n".join(lines) + "\n"
-
-
-def write_3seqs(path: str | os.PathLike = "input_files/3seqs.txt", n_lines: int = 10000, seed: int = 3) -> Path:
-    """Write ``generate_3seqs(n_lines, seed)`` to ``path`` (LF line endings) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(generate_3seqs(n_lines, seed).encode("ascii"))
-    return path
-
-
-# --- local text files ---
-
-def _folder_listing(folder: Path) -> str:
-    if not folder.is_dir():
-        return f"folder {folder}/ does not exist"
-    names = sorted(p.name for p in folder.iterdir() if p.is_file())
-    return f"files in {folder}/: " + (", ".join(names) if names else "(none)")
-
-
-def load_text_file(path: str | os.PathLike, enc, block_size: int) -> list[list[int]]:
-    """Tokenize a local text file: one example per non-empty line, each truncated to ``block_size`` tokens.
-
-    Raises FileNotFoundError / ValueError naming the folder's contents when the file is missing or empty.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input file {path} not found; {_folder_listing(path.parent)}")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise ValueError(f"input file {path} has no non-empty lines; {_folder_listing(path.parent)}")
-    return _tokenize(tuple(lines), enc, block_size)
-
-
-def _tokenize(texts: tuple[str, ...], enc, block_size: int) -> list[list[int]]:
-    # A plain encode_ordinary loop: about 6M tokens/s here, faster than the batch API on 2 cores.
-    return [enc.encode_ordinary(t)[:block_size] for t in texts]
-
-
-# --- TinyStories ---
-
-def read_tinystories_file(path: str | os.PathLike, n_stories: int | None = None) -> list[str]:
-    """Stories of a raw TinyStories text file (stories separated by ``<|endoftext|>`` lines)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"TinyStories file {path} not found (from {TINYSTORIES_ENV} or tinystories_path); "
-            f"{_folder_listing(path.parent)}")
-    stories = []
-    with open(path, encoding="utf-8") as f:
-        buf: list[str] = []
-        for line in f:
-            if line.strip() == EOT_TEXT:
-                story = "".join(buf).strip()
-                if story:
-                    stories.append(story)
-                    if n_stories is not None and len(stories) >= n_stories:
-                        return stories
-                buf = []
-            else:
-                buf.append(line)
-        story = "".join(buf).strip()
-        if story:
-            stories.append(story)
-    if not stories:
-        raise ValueError(f"TinyStories file {path} holds no stories (expected text separated by {EOT_TEXT} lines)")
-    return stories[:n_stories]
-
-
-def _stories_from_hub(n_stories: int, split: str) -> list[str]:
-    """Stream the first ``n_stories`` stories of the hub's split (never downloads the whole split)."""
-    hint = (f"TinyStories could not be read from the HuggingFace hub ({TINYSTORIES_HUB}). Offline, point at a "
-            f"local raw file instead: export {TINYSTORIES_ENV}=/path/to/TinyStories-train.txt "
-            f"(stories separated by {EOT_TEXT} lines), or pass tinystories_path=..., "
-            "or train on local files only with tinystories_weight=0.")
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        raise RuntimeError(hint + " (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set.)")
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
-    if not proxied:  # fail in seconds rather than after the hub client's half-minute of retries
-        try:
-            socket.create_connection((host, 443), timeout=5).close()
-        except OSError as err:
-            raise RuntimeError(f"{hint}\nCause: cannot reach {host}:443 ({err}).") from err
-    try:
-        from datasets import load_dataset
-
-        stream = load_dataset(TINYSTORIES_HUB, split=split, streaming=True)
-        stories = [row["text"].strip() for row in itertools.islice(stream, n_stories)]
-    except Exception as err:
-        raise RuntimeError(f"{hint}\nCause: {type(err).__name__}: {err}") from err
-    return [s for s in stories if s]
-
-
-def load_tinystories(enc, n_stories: int = 20000, block_size: int = 1024, path: str | None = None,
-                     split: str = "train") -> list[list[int]]:
-    """Tokenize the first ``n_stories`` TinyStories stories, each truncated to ``block_size`` tokens.
-
-    Source: ``path``, else $PICO_TINYSTORIES, else the HuggingFace hub (streamed).
-    """
-    path = path or os.environ.get(TINYSTORIES_ENV) or None
-    if path:
-        stories = read_tinystories_file(path, n_stories)
-    else:
-        stories = _stories_from_hub(n_stories, split)
-    return _tokenize(tuple(stories), enc, block_size)
 
 
 # --- splits and mixing ---
@@ -273,7 +128,7 @@ class Corpus:
 @functools.lru_cache(maxsize=16)
 def _cached_tokens(kind: str, key: str, mtime: float, block_size: int, n: int | None):
     """GPT-2 tokens of a file or of TinyStories, memoised per process (mtime invalidates the entry)."""
-    from .tokenizer import get_tokenizer
+    from pico_helpers.data.tokenizer import get_tokenizer
 
     return _load_tokens(kind, key, block_size, n, get_tokenizer())
 
@@ -292,7 +147,7 @@ def load_corpus(config, enc=None) -> Corpus:
             block_size, test_fraction, seed, compact_vocab).
         enc: tokenizer; default GPT-2's.
     """
-    from .tokenizer import get_tokenizer, CompactVocab
+    from pico_helpers.data.tokenizer import get_tokenizer, CompactVocab
 
     enc = enc or get_tokenizer()
     # Tokens are memoised only for the default tokenizer; a custom one tokenizes afresh.

@@ -115,7 +115,7 @@ def format_table(rows: list) -> str:
 
 
 MEMORY_PARAGRAPH = """\
-Each variant's peak is measured in a fresh process (`python -m pico_helpers.bench --one NAME`), so no row
+Each variant's peak is measured in a fresh process (`python -m benchmarks.bench --one NAME`), so no row
 inherits another's allocations. The process builds the model, its optimizer and the batch, runs one
 training step as a warm-up (this creates Adam's state), then measures a second step. On the CPU (Linux)
 it first hands freed memory back to the OS (`malloc_trim`) and resets the kernel's peak resident-set
@@ -136,10 +136,10 @@ def write_report(path: Path, rows: list, info: dict, total_s: float, sizes, argv
     lines = ["# Benchmarks", "",
              "Each fast path of the workbook against a plain baseline written beside it, the two alternating "
              "in one process; each family of rows gets a fresh process, so no row depends on the rows before "
-             "it (written by `pico_helpers/bench.py`; do not edit by hand).", "",
-             "## How to reproduce", "", "```", "make bench            # = .venv/bin/python -m pico_helpers.bench",
-             "python -m pico_helpers.bench --device cuda   # on a GPU; --quick for a smoke run", "```", "",
-             f"This run: `{' '.join(['python -m pico_helpers.bench', *argv])}`, {total_s:.0f} s in all"
+             "it (written by `benchmarks/bench.py`; do not edit by hand).", "",
+             "## How to reproduce", "", "```", "make bench            # = .venv/bin/python -m benchmarks.bench",
+             "python -m benchmarks.bench --device cuda   # on a GPU; --quick for a smoke run", "```", "",
+             f"This run: `{' '.join(['python -m benchmarks.bench', *argv])}`, {total_s:.0f} s in all"
              + (" (quick sizes: the numbers mean nothing)" if sizes.quick_mode else "") + ".", "",
              "## Machine", ""]
     for key in ("date", "cpu", "cpu_flags", "cpu_capability", "cores", "threads", "torch", "python", "platform",

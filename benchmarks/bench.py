@@ -1,6 +1,6 @@
 """The benchmark: every fast path timed against a plain baseline written here, in one run; writes BENCHMARKS.md.
 
-Run it with ``make bench`` or ``python -m pico_helpers.bench`` (``--quick`` for a seconds-long smoke run,
+Run it with ``make bench`` or ``python -m benchmarks.bench`` (``--quick`` for a seconds-long smoke run,
 ``--device cuda`` on a GPU, ``--out PATH`` for the report). Each row runs the baseline and the fast
 path in turn (A B A B ...) in one process, after an untimed warm-up round, takes the median of each,
 and compares the medians. Each family of rows runs in its own fresh process (``--family NAME``), so no
@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .bench_report import busy_warning, cpu_seconds, format_table, machine_info, others_share, write_report
+from benchmarks.report import busy_warning, cpu_seconds, format_table, machine_info, others_share, write_report
 
 __all__ = ["BenchSizes", "Row", "starter_loop_kgram_forward", "alternate", "build_step", "measure_peak_memory",
            "machine_info", "run_benchmark", "format_table", "write_report", "main", "ROW_KEYS"]
@@ -201,7 +201,7 @@ def starter_loop_kgram_forward(model, idx: torch.Tensor) -> torch.Tensor:
 # --- training steps shared by the timing rows and the --one memory subprocesses ---
 
 def _transformer(sizes: BenchSizes, vocab: int, device, block_size: int | None = None, seed: int = 0):
-    from .transformer import TransformerModel
+    from pico_helpers.models.transformer import TransformerModel
 
     torch.manual_seed(seed)
     return TransformerModel(vocab, d_model=sizes.tf_d, n_heads=sizes.tf_heads, n_blocks=sizes.tf_layers,
@@ -243,9 +243,9 @@ def build_step(name: str, sizes: BenchSizes, device) -> tuple[Callable[[], objec
       lstm:default       next_token_loss + torch.optim.Adam with torch's default implementation
       lstm:fused         next_token_loss + make_optimizer (fused Adam)
     """
-    from .losses import compute_next_token_loss, next_token_loss
-    from .models import LSTMSeqModel
-    from .training import make_optimizer
+    from pico_helpers.training.losses import compute_next_token_loss, next_token_loss
+    from pico_helpers.models import LSTMSeqModel
+    from pico_helpers.training.loop import make_optimizer
 
     family, _, variant = name.partition(":")
     if family == "transformer" and variant in ("plain", "fast", "bf16"):
@@ -324,7 +324,7 @@ def _malloc_trim() -> None:
 def measure_peak_memory(name: str, sizes: BenchSizes, device) -> dict:
     """Peak extra memory of one training step ``name`` (see build_step), measured in THIS process.
 
-    Call it in a fresh process (``python -m pico_helpers.bench --one NAME``). The step runs once to
+    Call it in a fresh process (``python -m benchmarks.bench --one NAME``). The step runs once to
     warm up (Adam's state, lazy initialisations), then its peak is measured during a second step, over
     what was in use just before it (model, gradients from step 1, Adam's state, the batch):
       - CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus memory_allocated.
@@ -364,7 +364,7 @@ def measure_peak_memory(name: str, sizes: BenchSizes, device) -> dict:
 
 
 def _child_command(one: str, args, flag: str = "--one") -> list[str]:
-    cmd = [sys.executable, "-m", "pico_helpers.bench", flag, one, "--device", str(args.device_name)]
+    cmd = [sys.executable, "-m", "benchmarks.bench", flag, one, "--device", str(args.device_name)]
     if args.quick:
         cmd.append("--quick")
     if args.threads:
@@ -407,8 +407,8 @@ def _run_children(names: list[str], args, timeout_s: float, workers: int = 2, fl
 
 def _compile_child(sizes: BenchSizes, device) -> dict:
     """Fast Transformer step, eager against ``torch.compile(model.hidden)`` (what TrainConfig(compile=True) does)."""
-    from .losses import next_token_loss
-    from .training import make_optimizer
+    from pico_helpers.training.losses import next_token_loss
+    from pico_helpers.training.loop import make_optimizer
 
     eager = _transformer(sizes, sizes.vocab, device)
     compiled = _transformer(sizes, sizes.vocab, device)
@@ -442,9 +442,9 @@ def _speed_row(key, what, baseline, fast, tokens, times_base, times_fast, target
 
 
 def _row_kgram(sizes: BenchSizes, device) -> list[Row]:
-    from .losses import compute_next_token_loss, next_token_loss
-    from .models import KGramMLPSeqModel
-    from .training import make_optimizer
+    from pico_helpers.training.losses import compute_next_token_loss, next_token_loss
+    from pico_helpers.models import KGramMLPSeqModel
+    from pico_helpers.training.loop import make_optimizer
 
     def build():
         torch.manual_seed(0)
@@ -532,7 +532,7 @@ def _row_lstm(sizes: BenchSizes, device) -> list[Row]:
 
 
 def _row_generation(sizes: BenchSizes, device) -> list[Row]:
-    from .generation import generate_tokens
+    from pico_helpers.sample.generate import generate_tokens
 
     model = _transformer(sizes, sizes.vocab, device, block_size=sizes.gen_block)
     g = torch.Generator().manual_seed(2)
@@ -572,7 +572,7 @@ def _row_generation(sizes: BenchSizes, device) -> list[Row]:
 
 
 def _row_topp(sizes: BenchSizes, device) -> list[Row]:
-    from .sampling import FAST_K, nucleus_probs, nucleus_sampling
+    from pico_helpers.sample.nucleus import FAST_K, nucleus_probs, nucleus_sampling
 
     g = torch.Generator().manual_seed(3)
     n_rows = 16
@@ -624,8 +624,8 @@ def _row_topp(sizes: BenchSizes, device) -> list[Row]:
 
 
 def _compact_batches(sizes: BenchSizes, compact: bool, device):
-    from .config import TrainConfig
-    from .data import iterate_batches, load_corpus
+    from pico_helpers.config import TrainConfig
+    from pico_helpers.data import iterate_batches, load_corpus
 
     path = ROOT / "input_files" / "3seqs.txt"
     if not path.is_file():
@@ -643,8 +643,8 @@ def _compact_batches(sizes: BenchSizes, compact: bool, device):
 
 
 def _row_compact(sizes: BenchSizes, device) -> list[Row]:
-    from .losses import next_token_loss
-    from .training import make_optimizer
+    from pico_helpers.training.losses import next_token_loss
+    from pico_helpers.training.loop import make_optimizer
 
     steps, vocab_sizes, n_tokens = {}, {}, 0
     for compact in (False, True):
@@ -689,7 +689,7 @@ def _row_compact(sizes: BenchSizes, device) -> list[Row]:
 
 
 def _row_bf16(sizes: BenchSizes, device) -> list[Row]:
-    from .losses import next_token_loss
+    from pico_helpers.training.losses import next_token_loss
 
     fp32, tokens, info32 = build_step("transformer:fast", sizes, device)
     bf16, _, info16 = build_step("transformer:bf16", sizes, device)
@@ -817,8 +817,8 @@ def _add_memory(rows: list[Row], args, sizes: BenchSizes, log) -> None:
 # --- command line ---
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m pico_helpers.bench``."""
-    parser = argparse.ArgumentParser(prog="python -m pico_helpers.bench", description=__doc__.splitlines()[0])
+    """The command line of ``python -m benchmarks.bench``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 rounds: a smoke run of a few seconds")
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda[:N]")
     parser.add_argument("--out", type=Path, default=None,

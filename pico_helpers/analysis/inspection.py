@@ -489,7 +489,7 @@ class _View:
 
     def _show(self, text: str, fig=None) -> None:
         self.last_text, self.last_figure = text, fig
-        from .plots import in_notebook
+        from pico_helpers.analysis.plots import in_notebook
 
         if not in_notebook():  # headless (tests, scripts): keep the results, draw nothing
             return

@@ -21,7 +21,7 @@ from pathlib import Path
 
 __all__ = ["export_answers", "EXPECTED_ANSWERS", "find_answers", "clean_stream_text"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # --- the answers the course asks for, per notebook (ids follow the course's numbering) ---
 

@@ -1,0 +1,1 @@
+"""The speed and memory benchmarks behind `make bench` and BENCHMARKS.md (outside the student package)."""

@@ -1,0 +1,45 @@
+"""The three language models and ``build_model``: K-gram MLP (kgram.py), LSTM (lstm.py), Transformer (transformer.py).
+
+Every model follows one contract (used by training, generation, evaluation and inspection alike):
+- ``model(idx)``: ``idx`` (seq_len, batch) token ids -> logits (seq_len, batch, vocab); logits at t
+  predict token t+1.
+- ``model.hidden(idx)`` -> (seq_len, batch, d) and ``model.head`` (an ``nn.Linear`` to the vocabulary),
+  with ``model(idx) == model.head(model.hidden(idx))``; the training loss uses the pair so it never
+  has to hold all the logits at once.
+- ``model.step(idx_new, state)`` -> (logits for the last new position (batch, vocab), new state):
+  incremental generation; ``state=None`` starts from scratch.
+- ``model.embedding_table()`` -> (vocab, d) one vector per token, for inspection.
+
+Used in 01_embeddings.ipynb, 02_kgram_mlp.ipynb and 03_lstm.ipynb.
+"""
+from __future__ import annotations
+
+import torch
+
+from pico_helpers.config import MODEL_NAMES
+from pico_helpers.models.kgram import KGramMLPSeqModel
+from pico_helpers.models.lstm import LSTMSeqModel
+from pico_helpers.models.transformer import RMSNorm, TransformerModel
+
+__all__ = ["KGramMLPSeqModel", "LSTMSeqModel", "RMSNorm", "TransformerModel", "build_model", "count_parameters"]
+
+
+def build_model(name: str, config, vocab_size: int) -> torch.nn.Module:
+    """Build one of MODEL_NAMES from ``config`` (seeded by ``config.seed``)."""
+    torch.manual_seed(config.seed)
+    if name == "lstm_seq":
+        return LSTMSeqModel(vocab_size, config.embed_size, config.embed_size)
+    if name == "kgram_mlp_seq":
+        return KGramMLPSeqModel(vocab_size, k=config.kgram_k, embed_size=config.embed_size,
+                                num_inner_layers=config.num_inner_mlp_layers, chunk_size=config.kgram_chunk_size,
+                                input_mode=config.kgram_input_mode)
+    if name == "kvcache_transformer":
+        return TransformerModel(vocab_size, d_model=config.embed_size, n_heads=config.n_heads,
+                                n_blocks=config.n_blocks, block_size=config.block_size,
+                                positional=config.positional, norm=config.norm, tie_weights=config.tie_weights)
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of distinct trainable parameters (a tied weight counts once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())
