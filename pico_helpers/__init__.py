@@ -11,6 +11,7 @@ from pico_helpers.config import MODEL_NAMES, TrainConfig, find_repo_root, quick_
 from pico_helpers.data import (CompactVocab, Corpus, MixedSequenceDataset, collate, generate_3seqs, get_tokenizer,
                                iterate_batches, load_corpus, load_text_file, load_tinystories, split_train_val,
                                write_3seqs)
+from pico_helpers.presets import COMPARE_MODELS, preset, runs_root, tinystories_source
 from pico_helpers.models import (KGramMLPSeqModel, LSTMSeqModel, RMSNorm, TransformerModel, build_model,
                                  count_parameters)
 from pico_helpers.sample import generate_text, generate_tokens, nucleus_probs, nucleus_sampling
@@ -30,6 +31,8 @@ __all__ = [
     "iterate_batches", "load_corpus", "load_text_file", "load_tinystories", "split_train_val", "write_3seqs",
     # models
     "KGramMLPSeqModel", "LSTMSeqModel", "RMSNorm", "TransformerModel", "build_model", "count_parameters",
+    # presets
+    "COMPARE_MODELS", "preset", "runs_root", "tinystories_source",
     # sample
     "generate_text", "generate_tokens", "nucleus_probs", "nucleus_sampling",
     # train
