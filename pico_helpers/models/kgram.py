@@ -84,16 +84,18 @@ class KGramMLPSeqModel(nn.Module):
                                      for _ in range(num_inner_layers)])
         self.head = nn.Linear(embed_size, vocab_size)
 
-    def _windows(self, context: torch.Tensor, n_new: int) -> torch.Tensor:
-        """Windows for the last ``n_new`` positions of ``context`` (T_ctx, B), which starts with >= k pads/tokens
-        of history before those positions; returns (n_new, B, k) ids, oldest first."""
+    def windows(self, context: torch.Tensor, n_new: int) -> torch.Tensor:
+        """The k-token window of each of the last ``n_new`` positions: (T_ctx, B) ids -> (n_new, B, k), oldest first.
+
+        ``context`` must hold k tokens (or left padding) of history before those positions.
+        """
         k = self.k
         win = context.unfold(0, k, 1)  # (T_ctx - k + 1, B, k): win[i] = context[i : i + k]
         if self.window == "aligned":
             return win[win.size(0) - n_new:]  # ends at the position itself
         return win[win.size(0) - n_new - 1: win.size(0) - 1]  # ends one position earlier
 
-    def _first_layer(self, win: torch.Tensor) -> torch.Tensor:
+    def first_layer(self, win: torch.Tensor) -> torch.Tensor:
         """(n, B, k) window ids -> (n, B, E) first-layer pre-activations."""
         k, V = self.k, self.vocab_size
         if self.input_mode == "one_hot":
@@ -112,7 +114,7 @@ class KGramMLPSeqModel(nn.Module):
         """
         T, B = idx.shape
         pad = idx.new_zeros(self.k, B)  # token id 0 before the start of every sequence
-        x = self._first_layer(self._windows(torch.cat([pad, idx], dim=0), T))  # (T, B, E)
+        x = self.first_layer(self.windows(torch.cat([pad, idx], dim=0), T))  # (T, B, E)
         chunk = T if not self.chunk_size or self.chunk_size <= 0 else self.chunk_size
         if chunk >= T:
             return self.inner(F.silu(x))
@@ -131,7 +133,7 @@ class KGramMLPSeqModel(nn.Module):
         if state is None:
             state = idx_new.new_zeros(self.k, idx_new.size(1))
         context = torch.cat([state, idx_new], dim=0)  # (k + T_new, B)
-        h = self.inner(F.silu(self._first_layer(self._windows(context, 1))))  # (1, B, E)
+        h = self.inner(F.silu(self.first_layer(self.windows(context, 1))))  # (1, B, E)
         return self.head(h[-1]), context[-self.k:]
 
     def embedding_table(self) -> torch.Tensor:
