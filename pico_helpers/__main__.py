@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     """Parse ``argv``, run the subcommand, print its report; 0 on success, 2 on a usage or file error."""
     args = build_parser().parse_args(argv)
     if args.command == "export":
-        from pico_helpers.workbook.answers import export_answers
+        from pico_helpers.workbook.export import export_answers
 
         out = args.out
         if out is None:

@@ -12,7 +12,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from conftest import ROOT
-from pico_helpers.workbook.answers import EXPECTED_ANSWERS, clean_stream_text, export_answers
+from pico_helpers.workbook import export_answers
+from pico_helpers.workbook.notebook_answers import EXPECTED_ANSWERS, clean_stream_text
 
 WIDGET = {"application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0},
           "text/plain": "FloatSlider(value=0.5)"}

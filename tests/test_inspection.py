@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from pico_helpers.analysis.inspection import (  # noqa: E402
+from pico_helpers.analysis import (  # noqa: E402
     annotate_tokens, attention_maps, attention_viewer, describe_neighbours, embedding_inspector,
     embedding_table, kmeans, nearest_neighbours, nearest_to_vector, number_words, pca_2d, plot_attention,
     plot_embedding_scatter, token_structure_plot,

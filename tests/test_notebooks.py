@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from pico_helpers.workbook.answers import EXPECTED_ANSWERS, export_answers
+from pico_helpers.workbook import export_answers
+from pico_helpers.workbook.notebook_answers import EXPECTED_ANSWERS
 from pico_helpers.workbook.run import execute_notebook, notebook_paths
 
 NOTEBOOKS = notebook_paths()

@@ -1,6 +1,9 @@
-"""The workbook around the notebooks: running them headless (``make workbook``) and exporting the answers."""
+"""The workbook around the notebooks: display helpers, running them headless (``make workbook``), the answers export."""
 from __future__ import annotations
 
-from pico_helpers.workbook.answers import export_answers
+from pico_helpers.workbook.display import (cell_text, continues_count, epoch_table, md_table, median_seconds,
+                                           run_table, sample_table)
+from pico_helpers.workbook.export import export_answers
 
-__all__ = ["export_answers"]
+__all__ = ["cell_text", "continues_count", "epoch_table", "export_answers", "md_table", "median_seconds", "run_table",
+           "sample_table"]

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     for src in paths:
         seconds = execute_notebook(src, out_dir / src.name, quick)
         print(f"  {src.name}: {seconds:.0f} s")
-    from pico_helpers.workbook.answers import export_answers
+    from pico_helpers.workbook.export import export_answers
 
     target = BUILD / "answers.md" if quick else ROOT / "answers.md"
     report = export_answers(out_dir, target)

@@ -1,0 +1,266 @@
+"""Embedding tables as tensors: neighbours, the monosemantic view, k-means, PCA (01_embeddings, 06_experiments)."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["embedding_table", "nearest_neighbours", "nearest_to_vector", "annotate_tokens", "describe_neighbours",
+           "number_words", "kmeans", "pca_2d"]
+
+
+# --- checks and small helpers shared by the analysis modules ---
+
+def _token(enc, token_id: int) -> str:
+    """One id as text, with GPT-2's tiktoken encoding or a CompactVocab."""
+    return enc.decode([int(token_id)])
+
+
+def _check_table(table: torch.Tensor, what: str = "an embedding table (get one with embedding_table(model))") -> None:
+    if not isinstance(table, torch.Tensor) or table.dim() != 2 or table.shape[0] == 0:
+        shape = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
+        raise ValueError(f"{what} must be a non-empty (N, D) tensor, got {shape}")
+
+
+def _check_id(table: torch.Tensor, token_id) -> int:
+    if isinstance(token_id, torch.Tensor) and token_id.numel() == 1:
+        token_id = token_id.item()
+    if isinstance(token_id, bool) or not isinstance(token_id, int):
+        raise ValueError(f"token_id must be an int, got {token_id!r}; for a vector query use nearest_to_vector")
+    vocab = table.shape[0]
+    if not 0 <= token_id < vocab:
+        raise ValueError(f"token_id {token_id} is out of range for a table of {vocab} tokens "
+                         f"(valid ids: 0..{vocab - 1})")
+    return token_id
+
+
+def _check_k(k: int, table: torch.Tensor, n_excluded: int) -> None:
+    available = table.shape[0] - n_excluded
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= available:
+        raise ValueError(f"k must be an int in 1..{available} (the table has {table.shape[0]} tokens, "
+                         f"{n_excluded} excluded), got {k!r}")
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit length (N, D); an all-zero row stays zero (cosine 0 with everything)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k best (ids, scores) per row of (n, V) scores; equal scores rank by ascending id (stable sort)."""
+    values, ids = torch.sort(scores, dim=-1, descending=True, stable=True)
+    return ids[..., :k], values[..., :k]
+
+
+# --- neighbours ---
+
+def embedding_table(model) -> torch.Tensor:
+    """The model's (vocab, dim) token vectors as a detached float32 tensor on the model's device.
+
+    Calls ``model.embedding_table()`` (every model in the workbook has it). For float32 weights this is a
+    view of the live weights, not a copy: ``.clone()`` it to keep a snapshot while training goes on.
+    """
+    table = model.embedding_table()
+    _check_table(table)
+    return table.detach().float()
+
+
+def nearest_to_vector(table: torch.Tensor, vector: torch.Tensor, k: int = 10,
+                      exclude: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k tokens whose vectors have the highest cosine similarity with ``vector``.
+
+    Args:
+        table: (V, D) embedding table.
+        vector: (D,) query, e.g. ``table[a] - table[b] + table[c]``.
+        k: number of neighbours.
+        exclude: token ids never returned (e.g. the query's own tokens).
+    Returns (ids LongTensor (k,), cosine scores FloatTensor (k,)), best first; ties rank by ascending id.
+    """
+    _check_table(table)
+    if not isinstance(vector, torch.Tensor) or vector.shape != (table.shape[1],):
+        shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
+        raise ValueError(f"vector must have shape ({table.shape[1]},) to match the table's width, got {shape}")
+    excluded = sorted({_check_id(table, int(i)) for i in exclude})
+    _check_k(k, table, len(excluded))
+    scores = _unit_rows(table.float()) @ _unit_rows(vector.float()[None].to(table.device))[0]  # (V,)
+    scores[excluded] = float("-inf")
+    return _top(scores, k)
+
+
+def nearest_neighbours(table: torch.Tensor, token_id: int, k: int = 10,
+                       exclude_self: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k tokens closest to ``token_id`` by cosine similarity of their embedding vectors.
+
+    Args:
+        table: (V, D) embedding table (see embedding_table).
+        token_id: an id in 0..V-1.
+        k: number of neighbours.
+        exclude_self: leave the token itself out of the answer (it is always its own best match).
+    Returns (ids LongTensor (k,), cosine scores FloatTensor (k,)), best first; ties rank by ascending id.
+    """
+    _check_table(table)
+    token_id = _check_id(table, token_id)
+    return nearest_to_vector(table, table[token_id], k, exclude=(token_id,) if exclude_self else ())
+
+
+def annotate_tokens(token_ids: Sequence[int], table: torch.Tensor, decode: Callable[[int], str], k: int = 3) -> str:
+    """The starter's "monosemantic" view: each token followed by its k nearest neighbours.
+
+    Every token is rendered as ``token[NN=['a','b','c']]`` (neighbours by cosine similarity in ``table``,
+    the token itself excluded, each neighbour shown with repr so spaces and newlines are visible) and the
+    pieces are joined with no separator, so the text still reads in order.
+
+    Args:
+        token_ids: the ids to annotate (e.g. the generated ones).
+        table: (V, D) embedding table.
+        decode: id -> string, e.g. ``lambda i: enc.decode([i])``.
+        k: neighbours per token.
+    """
+    _check_table(table)
+    ids = [_check_id(table, int(i)) for i in token_ids]
+    if not ids:
+        return ""
+    _check_k(k, table, 1)
+    unit = _unit_rows(table.float())  # (V, D)
+    rows = torch.tensor(ids, device=unit.device)
+    scores = unit[rows] @ unit.T  # (n, V)
+    scores[torch.arange(len(ids)), rows] = float("-inf")  # never its own neighbour
+    nn_ids = _top(scores, k)[0].tolist()  # (n, k)
+    return "".join(f"{decode(t)}[NN=[{','.join(repr(decode(j)) for j in nn)}]]" for t, nn in zip(ids, nn_ids))
+
+
+# --- queries typed by a reader ---
+
+def number_words(start: int = 0, stop: int = 100) -> list[str]:
+    """The words " start" .. " stop" (inclusive), space-prefixed as numbers appear mid-line in 3seqs.txt."""
+    return [f" {i}" for i in range(start, stop + 1)]
+
+
+def _parse_query(enc, table: torch.Tensor, query: str) -> tuple[int, str]:
+    """A word (first token used) or a bare integer token id -> (id, a note for the reader)."""
+    if query.strip().isdigit() and query == query.strip():
+        token_id = _check_id(table, int(query))
+        return token_id, f"token id {token_id} = {_token(enc, token_id)!r}"
+    ids = enc.encode_ordinary(query)
+    if not ids:
+        raise ValueError("type a word (e.g. ' the', with its leading space) or a token id (e.g. 262)")
+    token_id = _check_id(table, ids[0])
+    if len(ids) > 1:
+        pieces = [_token(enc, i) for i in ids]
+        return token_id, f"{query!r} is {len(ids)} tokens {pieces!r}; using the first, {pieces[0]!r} (id {token_id})"
+    return token_id, f"{query!r} is token id {token_id}"
+
+
+def describe_neighbours(table: torch.Tensor, enc, query: str, k: int = 8) -> dict:
+    """The embedding inspector's answer as data: query token, note, neighbour ids, scores and a text table.
+
+    Args:
+        table: (V, D) embedding table.
+        enc: the model's tokenizer.
+        query: a word (its first token is used) or a token id written as digits, e.g. "262".
+        k: number of neighbours.
+    Returns a dict with keys token_id, note, ids, scores, tokens and text.
+    """
+    token_id, note = _parse_query(enc, table, query)
+    ids, scores = nearest_neighbours(table, token_id, k)
+    tokens = [_token(enc, i) for i in ids.tolist()]
+    lines = [note, f"{'rank':>4}  {'id':>6}  {'cosine':>7}  token"]
+    for rank, (i, s, t) in enumerate(zip(ids.tolist(), scores.tolist(), tokens), start=1):
+        lines.append(f"{rank:>4}  {i:>6}  {s:>7.4f}  {t!r}")
+    return {"token_id": token_id, "note": note, "ids": ids.tolist(), "scores": scores.tolist(),
+            "tokens": tokens, "text": "\n".join(lines)}
+
+
+# --- k-means ---
+
+def _sq_dists(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Squared euclidean distances (N, C) between rows of x (N, D) and c (C, D)."""
+    return ((x * x).sum(-1, keepdim=True) - 2.0 * x @ c.T + (c * c).sum(-1)[None, :]).clamp_min(0.0)
+
+
+def _kmeans_pp(x: torch.Tensor, n_clusters: int, gen: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding: the first centre uniformly, each next one with probability ~ squared distance."""
+    n = x.shape[0]
+    chosen = [int(torch.randint(n, (1,), generator=gen))]
+    d2 = _sq_dists(x, x[chosen]).min(dim=1).values.double()  # (N,)
+    for _ in range(1, n_clusters):
+        if float(d2.sum()) > 0:
+            nxt = int(torch.multinomial(d2.cpu(), 1, generator=gen))
+        else:  # every point sits on a centre already (duplicates): take the first unused index
+            nxt = next(i for i in range(n) if i not in chosen)
+        chosen.append(nxt)
+        d2 = torch.minimum(d2, _sq_dists(x, x[nxt:nxt + 1])[:, 0].double())
+    return x[chosen].clone()
+
+
+def _fill_empty(labels: torch.Tensor, d2: torch.Tensor, n_clusters: int) -> torch.Tensor:
+    """Give each empty cluster (in increasing order) the point farthest from its own centre.
+
+    Only points from clusters with two or more members are moved, so no new cluster empties.
+    """
+    counts = torch.bincount(labels, minlength=n_clusters)  # (C,)
+    labels, own = labels.clone(), d2.gather(1, labels[:, None])[:, 0].clone()  # own: (N,) distance to its centre
+    for c in (counts == 0).nonzero().flatten().tolist():
+        own[counts[labels] <= 1] = -1.0
+        i = int(own.argmax())  # the first index on ties: deterministic
+        counts[labels[i]] -= 1
+        labels[i], counts[c], own[i] = c, 1, -1.0
+    return labels
+
+
+def kmeans(vectors: torch.Tensor, n_clusters: int, iters: int = 50, seed: int = 0,
+           metric: str = "euclidean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means with k-means++ seeding, in plain torch.
+
+    Args:
+        vectors: (N, D) points, e.g. rows of an embedding table.
+        n_clusters: C, between 1 and N.
+        iters: maximum Lloyd iterations (stops earlier once no label changes).
+        seed: seeds the torch.Generator of the k-means++ draws (the global RNG is untouched).
+        metric: "euclidean", or "cosine" (spherical k-means: points and centres are unit vectors).
+    Returns (labels LongTensor (N,), centroids FloatTensor (C, D)). A cluster left empty takes the point
+    farthest from its own centre (lowest index on ties), so the result is deterministic for a seed.
+    """
+    _check_table(vectors, "vectors")
+    n = vectors.shape[0]
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or not 1 <= n_clusters <= n:
+        raise ValueError(f"n_clusters must be an int in 1..{n} (the number of vectors), got {n_clusters!r}")
+    if metric not in ("euclidean", "cosine"):
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+    x = vectors.detach().float()
+    if metric == "cosine":
+        x = _unit_rows(x)
+    centroids = _kmeans_pp(x, n_clusters, torch.Generator(device="cpu").manual_seed(seed))  # (C, D)
+    labels = None
+    for _ in range(max(1, iters)):
+        d2 = _sq_dists(x, centroids)  # (N, C)
+        new = _fill_empty(d2.argmin(dim=1), d2, n_clusters)  # (N,)
+        if labels is not None and torch.equal(new, labels):
+            break  # converged: the centroids are already the means of these labels
+        labels = new
+        sums = torch.zeros_like(centroids).index_add_(0, labels, x)  # (C, D)
+        centroids = sums / torch.bincount(labels, minlength=n_clusters)[:, None].to(x.dtype)
+        if metric == "cosine":
+            centroids = _unit_rows(centroids)
+    return labels, centroids
+
+
+# --- PCA ---
+
+def pca_2d(vectors: torch.Tensor) -> torch.Tensor:
+    """Project (N, D) vectors on their first two principal axes -> (N, 2) float32.
+
+    The data are centred; each axis's sign is chosen so that its largest-magnitude loading is positive
+    (a deterministic convention: the same data always give the same picture). With fewer than two
+    usable axes (N < 3 or D < 2) the missing columns are zeros.
+    """
+    _check_table(vectors, "vectors")
+    x = vectors.detach().double().cpu()
+    x = x - x.mean(dim=0, keepdim=True)  # (N, D)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)  # s (K,) descending, vh (K, D), K = min(N, D)
+    axes = vh[:2] * (s[:2] > 1e-6 * s[0].clamp_min(1e-300))[:, None]  # an axis without variance: zeros
+    biggest = axes.abs().argmax(dim=1, keepdim=True)  # (<=2, 1)
+    axes = axes * torch.where(axes.gather(1, biggest) < 0, -1.0, 1.0)  # largest loading made positive
+    out = torch.zeros(x.shape[0], 2, dtype=torch.float64)
+    out[:, :axes.shape[0]] = x @ axes.T  # (N, <=2)
+    return out.float()

@@ -1,0 +1,137 @@
+"""Matplotlib figures of what a model learned: PCA maps of token embeddings, attention heatmaps (01, 06)."""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+
+from pico_helpers.analysis.embeddings import _check_id, _check_table, _token, pca_2d
+
+__all__ = ["plot_embedding_scatter", "token_structure_plot", "plot_attention"]
+
+
+def _label(s: str) -> str:
+    """A token as a tick label: newlines and tabs made visible, everything else as is."""
+    return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+
+
+def _new_axes(ax, figsize):
+    """``ax``, or the Axes of a new pyplot figure (matplotlib is imported only then)."""
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)[1]
+
+
+def _pca_axes(ax, title: str) -> None:
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+# --- embedding maps ---
+
+def plot_embedding_scatter(table: torch.Tensor, token_ids: Sequence[int], labels: Sequence[str], ax=None,
+                           highlight: Sequence[int] = (), title: str | None = None):
+    """2-D PCA scatter of the chosen tokens' embedding vectors, each point annotated with its label.
+
+    Args:
+        table: (V, D) embedding table.
+        token_ids: the N tokens to place (PCA is fitted on these N vectors only).
+        labels: N strings drawn next to the points.
+        ax: matplotlib Axes; a new figure if None.
+        highlight: ids drawn larger and in red (e.g. the query token).
+        title: defaults to "PCA of N token embeddings".
+    Returns the Axes.
+    """
+    _check_table(table)
+    ids = [_check_id(table, int(i)) for i in token_ids]
+    if len(labels) != len(ids):
+        raise ValueError(f"got {len(ids)} token ids but {len(labels)} labels; give one label per token")
+    ax = _new_axes(ax, (6.5, 5))
+    xy = pca_2d(table[ids].cpu()) if ids else torch.zeros(0, 2)  # (N, 2)
+    marked = [i in {int(h) for h in highlight} for i in ids]  # highlighted points: larger, red
+    ax.scatter(xy[:, 0].tolist(), xy[:, 1].tolist(), s=[60 if m else 18 for m in marked],
+               c=["tab:red" if m else "tab:blue" for m in marked])
+    for (px, py), text in zip(xy.tolist(), labels):
+        ax.annotate(_label(text), (px, py), textcoords="offset points", xytext=(3, 3), fontsize=8)
+    _pca_axes(ax, title or f"PCA of {len(ids)} token embeddings")
+    return ax
+
+
+def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None, connect: bool = True,
+                         title: str | None = None):
+    """PCA map of chosen tokens, coloured by their position in ``words`` and joined in that order.
+
+    Ordered lists such as ``number_words(0, 100)`` show whether the model learned their order (a smooth
+    path) or not (a tangle). A word that is several tokens is shown by its first token, with a warning.
+
+    Args:
+        table: (V, D) embedding table of a model that uses ``enc``.
+        enc: the model's tokenizer (GPT-2's or a CompactVocab).
+        words: the strings to place, in order.
+        ax: matplotlib Axes; a new figure if None.
+        connect: draw a thin line through the points in order.
+    Returns the Axes.
+    """
+    _check_table(table)
+    if len(words) < 2:
+        raise ValueError(f"give at least two words to compare, got {list(words)!r}")
+    ids, split = [], []
+    for w in words:
+        toks = enc.encode_ordinary(w)
+        if not toks:
+            raise ValueError(f"word {w!r} encodes to no tokens; remove it from the list")
+        if len(toks) > 1:
+            split.append(w)
+        ids.append(_check_id(table, toks[0]))
+    if split:
+        warnings.warn(f"{len(split)} word(s) are several tokens, shown by their first token: {split[:5]!r}",
+                      stacklevel=2)
+    ax = _new_axes(ax, (7, 5.5))
+    x, y = pca_2d(table[ids].cpu()).T.tolist()  # N coordinates each
+    if connect:
+        ax.plot(x, y, color="0.75", lw=0.8, zorder=1)
+    points = ax.scatter(x, y, c=list(range(len(ids))), cmap="viridis", s=22, zorder=2)
+    ax.figure.colorbar(points, ax=ax, label="position in the list")
+    for px, py, tid in zip(x, y, ids):
+        ax.annotate(_label(_token(enc, tid)), (px, py), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    _pca_axes(ax, title or f"PCA of {len(ids)} token embeddings, {words[0]!r} .. {words[-1]!r} in order")
+    return ax
+
+
+# --- attention ---
+
+def plot_attention(attn: torch.Tensor, tokens: Sequence[str], layer: int, head: int, ax=None):
+    """Heatmap of one head's attention: query tokens down the rows, key tokens along the columns.
+
+    Args:
+        attn: (n_layers, n_heads, T, T) from attention_maps.
+        tokens: the T token strings (tick labels on both axes).
+        layer, head: which map to draw (0-based).
+        ax: matplotlib Axes; a new figure if None.
+    Returns the Axes (titled "layer L, head H", with a colorbar of the weights).
+    """
+    T = len(tokens)
+    if attn.dim() != 4 or attn.shape[-2:] != (T, T):
+        raise ValueError(f"attn must be (n_layers, n_heads, T, T) with T = len(tokens) = {T}, "
+                         f"got {tuple(attn.shape)}")
+    n_layers, n_heads = attn.shape[:2]
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer must be in 0..{n_layers - 1}, got {layer}")
+    if not 0 <= head < n_heads:
+        raise ValueError(f"head must be in 0..{n_heads - 1}, got {head}")
+    side = min(14.0, 3.0 + 0.32 * T)
+    ax = _new_axes(ax, (side + 1.0, side))
+    image = ax.imshow(attn[layer, head].float().cpu().numpy(), cmap="viridis", vmin=0.0, aspect="equal")
+    ax.figure.colorbar(image, ax=ax, label="attention weight")
+    labels = [_label(t) for t in tokens]
+    ax.set_xticks(range(T), labels, rotation=90, fontsize=8)
+    ax.set_yticks(range(T), labels, fontsize=8)
+    ax.set_xlabel("key (token attended to)")
+    ax.set_ylabel("query (token attending)")
+    ax.set_title(f"layer {layer}, head {head}")
+    return ax

@@ -1,0 +1,192 @@
+"""ipywidgets panels with plain-method callbacks: the embedding inspector (01) and the attention viewer (06)."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from pico_helpers.analysis.attention import attention_maps
+from pico_helpers.analysis.embeddings import _token, describe_neighbours, embedding_table, number_words
+from pico_helpers.analysis.figures import plot_attention, plot_embedding_scatter, token_structure_plot
+
+__all__ = ["EmbeddingInspector", "AttentionViewer", "embedding_inspector", "attention_viewer"]
+
+STRUCTURE_PRESETS = {
+    "numbers 0..100": number_words(0, 100),
+    "numbers 0..20": number_words(0, 20),
+    "colours, animals, family": [" red", " blue", " green", " yellow", " cat", " dog", " bird", " fish",
+                                 " mom", " dad", " sister", " brother"],
+    "custom (below, separated by |)": None,
+}
+
+
+def _figure(figsize):
+    """A bare Figure and its Axes: no pyplot state, so nothing is shown twice or kept alive by callbacks."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.add_subplot(111)
+
+
+class _View:
+    """Holds an Output area and the last text and figure shown in it (what the tests look at).
+
+    ipywidgets and matplotlib are imported only when a panel is built.
+    """
+
+    def __init__(self):
+        import ipywidgets as widgets
+
+        self.out, self.last_text, self.last_figure = widgets.Output(), "", None
+
+    def _show(self, text: str, fig=None) -> None:
+        from pico_helpers.analysis.plots import in_notebook
+
+        self.last_text, self.last_figure = text, fig
+        if not in_notebook():  # headless (tests, scripts): keep the results, draw nothing
+            return
+        import io
+
+        from IPython.display import Image, display
+
+        self.out.clear_output(wait=True)
+        with self.out:
+            if text:
+                print(text)
+            if fig is not None:
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+                display(Image(data=buf.getvalue(), format="png"))
+
+
+# --- embedding inspector ---
+
+class EmbeddingInspector(_View):
+    """Neighbours of a word in a chosen model's embedding table, and a map of chosen tokens.
+
+    ``show_neighbours`` and ``show_structure`` are the widget callbacks; call them directly to test.
+    """
+
+    def __init__(self, models: dict, enc, default_word: str = " the", k: int = 8):
+        import ipywidgets as widgets
+
+        super().__init__()
+        if not models:
+            raise ValueError("give at least one model, e.g. {'LSTM': lstm_model}")
+        self.models, self.enc = dict(models), enc
+        self.model = widgets.Dropdown(options=list(self.models), description="model")
+        self.word = widgets.Text(value=default_word, description="word or id", continuous_update=False,
+                                 placeholder="' the' (leading space matters) or 262")
+        self.k = widgets.IntSlider(value=k, min=1, max=50, description="k")
+        self.preset = widgets.Dropdown(options=list(STRUCTURE_PRESETS), description="tokens")
+        self.custom = widgets.Text(value=" Monday| Tuesday| Wednesday| Thursday| Friday", description="custom",
+                                   continuous_update=False)
+        self.structure = _View()  # the second tab's output area
+        tabs = widgets.Tab(children=[widgets.VBox([widgets.HBox([self.word, self.k]), self.out]),
+                                     widgets.VBox([widgets.HBox([self.preset, self.custom]), self.structure.out])],
+                           titles=("nearest neighbours", "token structure"))
+        self.widget = widgets.VBox([self.model, tabs])
+        self.widget.view = self
+        for control in (self.model, self.word, self.k):
+            control.observe(self.show_neighbours, names="value")
+        for control in (self.model, self.preset, self.custom):
+            control.observe(self.show_structure, names="value")
+        self.show_neighbours()
+        self.show_structure()
+
+    def table(self) -> torch.Tensor:
+        """The selected model's (V, D) embedding table, on the CPU."""
+        return embedding_table(self.models[self.model.value]).cpu()
+
+    def show_neighbours(self, change=None) -> None:
+        """Callback: list the k nearest tokens to the query and plot them with PCA."""
+        try:
+            info = describe_neighbours(self.table(), self.enc, self.word.value, self.k.value)
+        except ValueError as err:
+            return self._show(f"{err}")
+        fig, ax = _figure((6.5, 5))
+        ids = [info["token_id"]] + info["ids"]
+        labels = [_token(self.enc, info["token_id"])] + info["tokens"]
+        plot_embedding_scatter(self.table(), ids, labels, ax=ax, highlight=[info["token_id"]],
+                               title=f"{self.model.value}: {labels[0]!r} and its {len(info['ids'])} nearest tokens")
+        fig.tight_layout()
+        self._show(info["text"], fig)
+
+    def show_structure(self, change=None) -> None:
+        """Callback: PCA map of the preset (or custom) token list in the selected model."""
+        words = STRUCTURE_PRESETS[self.preset.value] or [w for w in self.custom.value.split("|") if w]
+        fig, ax = _figure((7, 5.5))
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                token_structure_plot(self.table(), self.enc, words, ax=ax,
+                                     title=f"{self.model.value}: {len(words)} tokens in order")
+        except ValueError as err:
+            return self.structure._show(f"{err}")
+        fig.tight_layout()
+        self.structure._show("\n".join(str(w.message) for w in caught), fig)
+
+
+def embedding_inspector(models: dict, enc, default_word: str = " the", k: int = 8):
+    """An ipywidgets panel: nearest neighbours of a word in a chosen model, and a token-structure map.
+
+    Args:
+        models: {name: model} with the course contract (each has embedding_table()).
+        enc: their tokenizer (all models must share it).
+        default_word: the first query (a word, or a token id as digits).
+        k: initial number of neighbours.
+    Returns the widget (display it as a cell's last expression). ``widget.view`` is the EmbeddingInspector
+    whose ``show_neighbours`` / ``show_structure`` callbacks, ``last_text`` and ``last_figure`` tests use.
+    """
+    return EmbeddingInspector(models, enc, default_word, k).widget
+
+
+# --- attention viewer ---
+
+class AttentionViewer(_View):
+    """Layer and head sliders over the attention maps of one prompt; ``show`` is the callback."""
+
+    def __init__(self, model, enc, prompt: str):
+        import ipywidgets as widgets
+
+        super().__init__()
+        self.model, self.enc = model, enc
+        self.prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False)
+        self.layer = widgets.IntSlider(value=0, min=0, max=0, description="layer")
+        self.head = widgets.IntSlider(value=0, min=0, max=0, description="head")
+        self.widget = widgets.VBox([self.prompt, widgets.HBox([self.layer, self.head]), self.out])
+        self.widget.view = self
+        self._compute()  # a bad first prompt raises; later ones are shown in the panel
+        self.prompt.observe(self.set_prompt, names="value")
+        self.layer.observe(self.show, names="value")
+        self.head.observe(self.show, names="value")
+        self.show()
+
+    def _compute(self) -> None:
+        self.attn, self.tokens = attention_maps(self.model, self.enc, self.prompt.value)  # (L, H, T, T)
+        self.layer.max, self.head.max = self.attn.shape[0] - 1, self.attn.shape[1] - 1
+
+    def set_prompt(self, change=None) -> None:
+        """Callback: recompute the maps for the prompt box's text and draw them (an error is shown, not raised)."""
+        try:
+            self._compute()
+        except ValueError as err:
+            return self._show(f"{err}")
+        self.show()
+
+    def show(self, change=None) -> None:
+        """Callback: draw the selected layer and head."""
+        side = min(12.0, 3.0 + 0.32 * len(self.tokens))
+        fig, ax = _figure((side + 1.0, side))
+        plot_attention(self.attn, self.tokens, self.layer.value, self.head.value, ax=ax)
+        fig.tight_layout()
+        self._show("", fig)
+
+
+def attention_viewer(model, enc, prompt: str):
+    """An ipywidgets panel with layer and head sliders showing plot_attention for ``prompt``.
+
+    The model must accept ``model(idx, return_attention=True)`` (the TransformerModel does).
+    Returns the widget; ``widget.view`` is the AttentionViewer (its ``show`` callback, ``last_figure``).
+    """
+    return AttentionViewer(model, enc, prompt).widget

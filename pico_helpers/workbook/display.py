@@ -1,0 +1,148 @@
+"""What the notebooks show: markdown tables (cells, runs, epochs, samples) and a median wall-clock timer."""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from typing import Callable, Sequence
+
+import torch
+
+from pico_helpers.sample.generate import generate_text
+
+__all__ = ["md_table", "cell_text", "median_seconds", "run_table", "epoch_table", "sample_table", "continues_count"]
+
+
+# --- markdown tables ---
+
+def md_table(header: Sequence, rows: Sequence[Sequence]) -> str:
+    """A markdown table (show it with ``display(Markdown(...))``) from a header and rows of cells.
+
+    Each cell is ``str(x)`` with ``|`` escaped (unless it already is) and newlines shown as " ⏎ ", so any text
+    stays in its row. Used in every notebook from 02_kgram_mlp.ipynb on.
+    """
+    def cell(x) -> str:
+        return re.sub(r"(?<!\\)\|", r"\\|", str(x)).replace("\n", " ⏎ ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows])
+
+
+def cell_text(token: str) -> str:
+    """A token as a table cell: its repr (leading spaces and newlines visible), pipes escaped.
+
+    Safe inside md_table too. Used in 01_embeddings.ipynb (the neighbour tables).
+    """
+    return repr(token).replace("|", "\\|")
+
+
+def _field(history, name: str):
+    """``history.name`` for the History dataclass, ``history[name]`` for its dict form (a loaded history.json)."""
+    try:
+        return getattr(history, name)
+    except AttributeError:
+        return history[name]
+
+
+def _num(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)  # None: no validation split, or no training time
+
+
+RUN_COLUMNS = ("parameters", "steps", "final train loss", "final validation loss", "train tokens/s", "train time (s)")
+
+
+def run_table(runs: dict, label: str = "run", extra: dict | None = None) -> str:
+    """One markdown row per run: parameters, steps, final train and validation loss, tokens/s, training time.
+
+    Args:
+        runs: {row label: history} in display order; a history is what train() returns, or its dict form.
+        label: the first column's heading ("run", "model", ...).
+        extra: {column heading: one cell per run} added on the right, e.g. a greedy sample of each model.
+    Used in 03_lstm.ipynb, 04_transformer.ipynb, 05_sampling.ipynb and 06_experiments.ipynb.
+    """
+    extra = extra or {}
+    for heading, cells in extra.items():
+        if len(cells) != len(runs):
+            raise ValueError(f"extra column {heading!r} has {len(cells)} cells for {len(runs)} runs; give one per run")
+    rows = [[name, f"{_field(h, 'n_params'):,}", len(_field(h, "step_loss")),
+             _num(_field(h, "epoch_train_loss")[-1], ".3f"), _num(_field(h, "epoch_val_loss")[-1], ".3f"),
+             _num(_field(h, "tokens_per_s"), ",.0f"), _num(_field(h, "train_time_s"), ".0f")]
+            + [cells[i] for cells in extra.values()] for i, (name, h) in enumerate(runs.items())]
+    return md_table([label, *RUN_COLUMNS, *extra], rows)
+
+
+def epoch_table(history) -> str:
+    """One run in markdown: a line with its name, size, tokens and time, then its end-of-epoch losses.
+
+    Args:
+        history: what train() returns (attributes epoch_end_step, epoch_train_loss, epoch_val_loss, ...), or
+            its dict form.
+    Used in 01_embeddings.ipynb (Q1.1, Q1.2).
+    """
+    epochs = zip(*(_field(history, k) for k in ("epoch_end_step", "epoch_train_loss", "epoch_val_loss")))
+    rows = [[e, step, _num(tr, ".3f"), _num(va, ".3f")] for e, (step, tr, va) in enumerate(epochs, start=1)]
+    name, n_params, tokens, seconds = (_field(history, k) for k in ("model", "n_params", "tokens_seen", "train_time_s"))
+    return (f"**{name}**: {n_params:,} parameters, {tokens:,} training tokens, {seconds:.0f} s of training\n\n"
+            + md_table(["epoch", "steps so far", "train loss (epoch mean)", "validation loss"], rows))
+
+
+# --- samples ---
+
+def continues_count(prompt: str, text: str) -> int:
+    """How many numbers after ``prompt`` in ``text`` (prompt included) continue its count: last + 1, + 2, ..."""
+    last, n = int(prompt.split()[-1]), 0
+    for word in text[len(prompt):].split():
+        if word != str(last + n + 1):
+            break
+        n += 1
+    return n
+
+
+SAMPLE_DECODINGS = (("greedy", None), ("top-p 0.95", 0.95), ("top-p 1.0", 1.0))  # the starter's three samples
+
+
+def sample_table(model, enc, prompt: str, max_new_tokens: int = 20, count: bool = False, seed: int = 0) -> str:
+    """The starter's three continuations of ``prompt`` as a markdown table: greedy, top-p 0.95 and top-p 1.0.
+
+    Args:
+        model, enc: a model with the course contract and its tokenizer.
+        prompt: the text to continue; max_new_tokens: tokens generated after it.
+        count: add a column of continues_count, for counting prompts such as "0 1 2 3 4".
+        seed: seeds the two top-p samples.
+    Used in 01_embeddings.ipynb (Q1.1, Q1.2).
+    """
+    rows = []
+    for label, top_p in SAMPLE_DECODINGS:
+        text, _ = generate_text(model, enc, prompt, max_new_tokens=max_new_tokens, top_p=top_p, seed=seed)
+        rows.append([label, text] + ([continues_count(prompt, text)] if count else []))
+    return md_table(["decoding", "sample"] + (["numbers continuing the count"] if count else []), rows)
+
+
+# --- timing ---
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, device=None) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` timed calls, after ``warmup`` untimed ones.
+
+    Args:
+        fn: the work to time, called with no arguments.
+        repeats: timed calls (at least 1); the median ignores a call slowed by something else.
+        warmup: untimed calls first (allocations, caches, lazy initialisation); 0 for none.
+        device: on a CUDA device every timed call is bracketed by torch.cuda.synchronize(), so the time
+            covers the kernels and not only their launch.
+    Used in 01_embeddings.ipynb, 02_kgram_mlp.ipynb, 03_lstm.ipynb and 04_transformer.ipynb.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    cuda = device is not None and torch.device(device).type == "cuda"
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

@@ -1,0 +1,218 @@
+"""Reading the notebooks: the expected answers, ``### Answer Q2.1`` cells, executed copies and their stale cells."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["EXPECTED_ANSWERS", "ANSWER_ID", "Answer", "Notebook", "find_answers", "load_notebooks", "clean_stream_text",
+           "cell_source", "cell_key", "repo_path"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- the answers the course asks for, per notebook (ids follow the course's numbering) ---
+
+EXPECTED_ANSWERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "01_embeddings": (("Q1.1", "sanity check (LSTM on 3seqs)"), ("Q1.2", "LSTM on TinyStories"),
+                      ("Q1.3", "why torch.nn.Embedding is useful"), ("Q1.4", "what the embedding inspector shows")),
+    "02_kgram_mlp": (("Q2.1", "the K-gram window and what the off-by-one costs"),
+                     ("Q2.2", "one-hot against embedding inputs"),
+                     ("Q2.3", "per-step against per-epoch loss (tiny epochs vs full epochs)"),
+                     ("Q2.4", "speed of the vectorised model and what chunk_size does to memory")),
+    "03_lstm": (("Q1.5", "the LSTM on both datasets with validation loss"),
+                ("Q1.6", "what the recurrent state buys over a fixed window")),
+    "04_transformer": (("Q4.1", "the model piece by piece"), ("Q4.2", "training on 3seqs and TinyStories"),
+                       ("Q4.3", "the three models compared on the same data and budget"),
+                       ("Q4.4", "the KV cache: equality and speed-up")),
+    "05_sampling": (("Q3.1", "nucleus sampling implemented and checked"),
+                    ("Q3.2", "greedy against top-p samples with diversity and repetition measures"),
+                    ("Q3.3", "what p does")),
+    "06_experiments": (("E1", "positional variants"), ("E2", "pre-norm against post-norm"),
+                       ("E3", "underfitting and overfitting"), ("E4", "a small hyperparameter study"),
+                       ("E5", "attention maps of individual heads"), ("E6", "embedding neighbours and clusters"),
+                       ("E7", "training on one more dataset")),
+}
+
+ANSWER_ID = r"(?:Q\d+\.\d+|E\d+)"  # Q2.1 (a course question) or E3 (an experiment), as a regex
+_HEADING = re.compile(r"^(#{1,6})\s+answer\b\s*(.*)$", re.IGNORECASE)
+_HEADING_ID = re.compile(rf"^({ANSWER_ID})(?!\w|\.\d)\s*[:.\-\u2013\u2014]?\s*(.*)$", re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_PLACEHOLDER = re.compile(r"\bTODO\b|_your answer here_|\*your answer here\*", re.IGNORECASE)
+
+
+# --- reading answers from a notebook ---
+
+@dataclass
+class Answer:
+    """One answer cell: id, title, the notebook it sits in, and its text (heading removed)."""
+
+    id: str
+    title: str
+    notebook: str  # stem, e.g. "02_kgram_mlp"
+    cell_index: int
+    body: str
+    attachments: dict = field(default_factory=dict)
+    evidence_cells: list[int] = field(default_factory=list)  # indices of code cells in the source notebook
+
+    @property
+    def unanswered(self) -> bool:
+        """True while the body is empty or still holds a placeholder (TODO, _Your answer here_, ...)."""
+        text = self.body.strip()
+        return not text or text in ("...", "\u2026") or bool(_PLACEHOLDER.search(text))
+
+
+def cell_source(cell) -> str:
+    """A cell's source as one string (nbformat stores a string or a list of lines)."""
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _parse_heading(line: str):
+    """``### Answer Q2.1: title`` -> (level, id, title); (level, None, rest) if the id is malformed; None."""
+    m = _HEADING.match(line.strip())
+    if not m:
+        return None
+    level, rest = len(m.group(1)), m.group(2).strip()
+    m_id = _HEADING_ID.match(rest)
+    if not m_id:
+        return level, None, rest
+    return level, m_id.group(1).upper(), re.sub(r"\s+#+$", "", m_id.group(2)).strip()  # '### x ###' closes
+
+
+def find_answers(nb, stem: str, warnings: list[str] | None = None) -> list[Answer]:
+    """The answer cells of a notebook in order, each with the code cells above it as its evidence.
+
+    Args:
+        nb: an nbformat notebook (the SOURCE notebook: answer text comes from it).
+        stem: the notebook's file name without .ipynb, used in messages and file names.
+        warnings: list that collects messages about headings the export could not use.
+    """
+    warnings = [] if warnings is None else warnings
+    answers, pending = [], []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            pending += [i] if cell.cell_type == "code" else []
+            continue
+        lines = cell_source(cell).strip("\n").split("\n")
+        first = lines[0] if lines else ""
+        parsed = _parse_heading(first)
+        if parsed is None or (parsed[1] is None and parsed[0] != 3):
+            later = [ln for ln in lines[1:] if (p := _parse_heading(ln)) and p[1]]
+            if later:
+                warnings.append(f"{stem}: markdown cell {i} has '{later[0].strip()}' below its first line; the export "
+                                "only reads an answer heading on a cell's FIRST line: split the cell or move the heading up")
+            continue
+        level, answer_id, title = parsed
+        if answer_id is None:
+            warnings.append(f"{stem}: cell {i} heading '{first.strip()}' has no answer id the export understands; "
+                            "write it as '### Answer Q2.1: title' or '### Answer E3: title'")
+            continue
+        if level != 3:
+            warnings.append(f"{stem}: answer {answer_id} uses a level-{level} heading; the workbook's convention is "
+                            f"'### Answer {answer_id}' (exported anyway)")
+        body = "\n".join(lines[1:]).strip("\n")
+        answers.append(Answer(answer_id, title, stem, i, body, dict(cell.get("attachments") or {}), pending))
+        pending = []
+    return answers
+
+
+# --- cleaning outputs ---
+
+def clean_stream_text(text: str) -> str:
+    """Printed text as a terminal would show it at the end.
+
+    ANSI colour codes are removed and each \\r-overwritten line (a tqdm progress bar) is reduced to its final
+    state. Used by the export for stream outputs, error messages and text/plain values.
+    """
+    text = _ANSI.sub("", text.replace("\r\n", "\n"))
+    lines = []
+    for line in text.split("\n"):
+        if "\r" in line:
+            parts = [p for p in line.split("\r") if p.strip()]
+            line = parts[-1] if parts else ""
+        lines.append(line.rstrip())
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+# --- a source notebook with its executed copy ---
+
+@dataclass
+class Notebook:
+    """A source notebook with its executed copy (``ran`` False when there is none or it has no outputs)."""
+
+    stem: str
+    path: Path
+    nb: object
+    executed_path: Path | None = None
+    ran: bool = False
+    stale: dict = field(default_factory=dict)  # source cell index -> reason
+    run_meta: dict | None = None
+    ran_cells: dict = field(default_factory=dict)  # cell id -> executed cell
+
+
+def repo_path(path: Path) -> str:
+    """A path relative to the repository when it lies inside it (stable across machines)."""
+    path = Path(os.path.abspath(path))
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.as_posix()
+
+
+def cell_key(cell, index: int) -> str:
+    """How a cell is matched between the source and the executed copy: its id (its index when it has none)."""
+    return cell.get("id") or f"#{index}"
+
+
+def load_notebooks(source_dir: Path, executed_dir: Path, warnings: list[str]) -> list[Notebook]:
+    """Every source notebook NN_name.ipynb with its executed copy, its run metadata and its stale cells."""
+    import nbformat
+
+    notebooks = []
+    for path in sorted(source_dir.glob("[0-9][0-9]_*.ipynb")):
+        entry, copy = Notebook(path.stem, path, nbformat.read(path, as_version=4)), executed_dir / path.name
+        why = "has no executed copy"
+        if copy.is_file():
+            executed = nbformat.read(copy, as_version=4)
+            entry.executed_path, why = copy, "has an executed copy without outputs"
+            entry.ran_cells = {cell_key(c, i): c for i, c in enumerate(executed.cells)}
+            entry.ran = any(c.get("outputs") or c.get("execution_count") is not None
+                            for c in executed.cells if c.cell_type == "code")
+            entry.run_meta = dict(executed.metadata.get("pico") or {}) or None
+        if entry.ran:
+            _check_stale(entry, warnings)
+        else:
+            warnings.append(f"{path.stem}: {why} in {repo_path(executed_dir)}/ (not executed): its answers lack "
+                            f"evidence; run `make workbook` (or `python -m pico_helpers.workbook --only {path.stem[:2]}`) "
+                            "to produce it")
+        notebooks.append(entry)
+    sources = {p.name for p in source_dir.glob("[0-9][0-9]_*.ipynb")}
+    for extra in sorted(executed_dir.glob("[0-9][0-9]_*.ipynb")):
+        if extra.name not in sources:
+            warnings.append(f"{repo_path(extra)} has no source notebook in {repo_path(source_dir)}/; skipped")
+    return notebooks
+
+
+def _check_stale(entry: Notebook, warnings: list[str]) -> None:
+    """Mark source code cells whose executed copy is missing or ran different code."""
+    changed, added = [], []
+    for i, cell in enumerate(entry.nb.cells):
+        if cell.cell_type != "code":
+            continue
+        key = cell_key(cell, i)
+        ran = entry.ran_cells.get(key)
+        if ran is None or ran.cell_type != "code":
+            entry.stale[i] = "this cell is not in the executed copy (added after the run): no outputs"
+            added.append(f"{key} (cell {i})")
+        elif cell_source(ran).strip() != cell_source(cell).strip():
+            entry.stale[i] = "this cell's code changed after the run: the outputs below may be stale"
+            changed.append(f"{key} (cell {i})")
+    if changed:
+        older = entry.executed_path.stat().st_mtime < entry.path.stat().st_mtime
+        when = " The outputs are older than the code (the executed copy is older than the source notebook)." if older else ""
+        warnings.append(f"{entry.stem}: code changed since execution in cell(s) {', '.join(changed)}; their "
+                        f"outputs are stale.{when} Re-run the notebook to refresh them.")
+    if added:
+        warnings.append(f"{entry.stem}: cell(s) {', '.join(added)} are missing from the executed copy "
+                        "(added after the run): no outputs for them; re-run the notebook")
