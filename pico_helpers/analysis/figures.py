@@ -63,7 +63,7 @@ def plot_embedding_scatter(table: torch.Tensor, token_ids: Sequence[int], labels
 
 
 def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None, connect: bool = True,
-                         title: str | None = None):
+                         title: str | None = None, label_every: int | None = None):
     """PCA map of chosen tokens, coloured by their position in ``words`` and joined in that order.
 
     Ordered lists such as ``number_words(0, 100)`` show whether the model learned their order (a smooth
@@ -75,6 +75,8 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
         words: the strings to place, in order.
         ax: matplotlib Axes; a new figure if None.
         connect: draw a thin line through the points in order.
+        label_every: label every n-th point (and the last); None: every point up to 30 words, every 5th up to
+            60, else every 10th (101 labels for the numbers 0..100 would overlap into a blot).
     Returns the Axes.
     """
     _check_table(table)
@@ -97,8 +99,11 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
         ax.plot(x, y, color="0.75", lw=0.8, zorder=1)
     points = ax.scatter(x, y, c=list(range(len(ids))), cmap="viridis", s=22, zorder=2)
     ax.figure.colorbar(points, ax=ax, label="position in the list")
-    for px, py, tid in zip(x, y, ids):
-        ax.annotate(_label(_token(enc, tid)), (px, py), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    if label_every is None:
+        label_every = 1 if len(ids) <= 30 else 5 if len(ids) <= 60 else 10
+    for i, (px, py, tid) in enumerate(zip(x, y, ids)):
+        if i % label_every == 0 or i == len(ids) - 1:
+            ax.annotate(_label(_token(enc, tid)), (px, py), textcoords="offset points", xytext=(3, 3), fontsize=7)
     _pca_axes(ax, title or f"PCA of {len(ids)} token embeddings, {words[0]!r} .. {words[-1]!r} in order")
     return ax
 
@@ -129,8 +134,9 @@ def plot_attention(attn: torch.Tensor, tokens: Sequence[str], layer: int, head: 
     image = ax.imshow(attn[layer, head].float().cpu().numpy(), cmap="viridis", vmin=0.0, aspect="equal")
     ax.figure.colorbar(image, ax=ax, label="attention weight")
     labels = [_label(t) for t in tokens]
-    ax.set_xticks(range(T), labels, rotation=90, fontsize=8)
-    ax.set_yticks(range(T), labels, fontsize=8)
+    fontsize = 8 if T <= 40 else max(4.0, 8 * 40 / T)  # long prompts: smaller labels rather than overlapping ones
+    ax.set_xticks(range(T), labels, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(T), labels, fontsize=fontsize)
     ax.set_xlabel("key (token attended to)")
     ax.set_ylabel("query (token attending)")
     ax.set_title(f"layer {layer}, head {head}")

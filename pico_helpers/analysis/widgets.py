@@ -20,6 +20,11 @@ STRUCTURE_PRESETS = {
 }
 
 
+# The attention heatmap's largest side: at the panel's 90 dpi about 630 px, so that in a 1000-px window the prompt,
+# the sliders and the whole plot with its axis labels are on screen together.
+HEATMAP_MAX_INCHES = 7.0
+
+
 def _figure(figsize):
     """A bare Figure and its Axes: no pyplot state, so nothing is shown twice or kept alive by callbacks."""
     from matplotlib.figure import Figure
@@ -151,10 +156,13 @@ class AttentionViewer(_View):
 
         super().__init__()
         self.model, self.enc = model, enc
-        self.prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False)
+        # The full width of the cell: at the default 300 px the box showed only the first 34 characters.
+        self.prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False,
+                                   layout=widgets.Layout(width="100%"))
         self.layer = widgets.IntSlider(value=0, min=0, max=0, description="layer")
         self.head = widgets.IntSlider(value=0, min=0, max=0, description="head")
-        self.widget = widgets.VBox([self.prompt, widgets.HBox([self.layer, self.head]), self.out])
+        self.note = widgets.Label()  # says why a slider is disabled
+        self.widget = widgets.VBox([self.prompt, widgets.HBox([self.layer, self.head, self.note]), self.out])
         self.widget.view = self
         self._compute()  # a bad first prompt raises; later ones are shown in the panel
         self.prompt.observe(self.set_prompt, names="value")
@@ -165,6 +173,10 @@ class AttentionViewer(_View):
     def _compute(self) -> None:
         self.attn, self.tokens = attention_maps(self.model, self.enc, self.prompt.value)  # (L, H, T, T)
         self.layer.max, self.head.max = self.attn.shape[0] - 1, self.attn.shape[1] - 1
+        # A slider over a single value (a one-layer model) is disabled, and the note says why.
+        fixed = [f"{n} {what}" for n, what in ((self.attn.shape[0], "layer"), (self.attn.shape[1], "head")) if n == 1]
+        self.layer.disabled, self.head.disabled = self.layer.max == 0, self.head.max == 0
+        self.note.value = f"fixed at 0: this model has {' and '.join(fixed)} only" if fixed else ""
 
     def set_prompt(self, change=None) -> None:
         """Callback: recompute the maps for the prompt box's text and draw them (an error is shown, not raised)."""
@@ -176,7 +188,7 @@ class AttentionViewer(_View):
 
     def show(self, change=None) -> None:
         """Callback: draw the selected layer and head."""
-        side = min(12.0, 3.0 + 0.32 * len(self.tokens))
+        side = min(HEATMAP_MAX_INCHES, 3.0 + 0.2 * len(self.tokens))
         fig, ax = _figure((side + 1.0, side))
         plot_attention(self.attn, self.tokens, self.layer.value, self.head.value, ax=ax)
         fig.tight_layout()
