@@ -17,7 +17,8 @@ from pico_helpers.models import (KGramMLPSeqModel, LSTMSeqModel, RMSNorm, Transf
 from pico_helpers.sample import generate_text, generate_tokens, nucleus_probs, nucleus_sampling
 from pico_helpers.training import (compute_next_token_loss, evaluate, fused_linear_cross_entropy, load_checkpoint,
                                 next_token_loss, pick_device, train)
-from pico_helpers.workbook import export_answers
+from pico_helpers.workbook import (cell_text, continues_count, epoch_table, export_answers, md_table, median_seconds,
+                                   run_table, sample_table)
 
 __all__ = [
     # analysis
@@ -39,5 +40,6 @@ __all__ = [
     "compute_next_token_loss", "evaluate", "fused_linear_cross_entropy", "load_checkpoint", "next_token_loss",
     "pick_device", "train",
     # workbook
-    "export_answers",
+    "cell_text", "continues_count", "epoch_table", "export_answers", "md_table", "median_seconds", "run_table",
+    "sample_table",
 ]
