@@ -532,13 +532,15 @@ def _row_lstm(sizes: BenchSizes, device) -> list[Row]:
 
 
 def _row_generation(sizes: BenchSizes, device) -> list[Row]:
+    from benchmarks.baselines import starter_generate_tokens
     from pico_helpers.sample.generate import generate_tokens
 
     model = _transformer(sizes, sizes.vocab, device, block_size=sizes.gen_block)
     g = torch.Generator().manual_seed(2)
     prompt = torch.randint(0, sizes.vocab, (sizes.gen_prompt,), generator=g).tolist()
-    fns = {m: (lambda m=m: generate_tokens(model, prompt, sizes.gen_new, method=m))
-           for m in ("cache", "recompute", "recompute_all_logits")}
+    fns = {"cache": lambda: generate_tokens(model, prompt, sizes.gen_new),
+           "recompute": lambda: generate_tokens(model, prompt, sizes.gen_new, use_cache=False),
+           "starter": lambda: starter_generate_tokens(model, prompt, sizes.gen_new)}
     same = len({tuple(fn()) for fn in fns.values()}) == 1
     times = alternate(fns, device, sizes.repeats, sizes.budget_s, warmup=0)  # the line above was the warm-up
     cfg = (f"{sizes.tf_layers} layers, {sizes.tf_heads} heads, d {sizes.tf_d}, vocab {sizes.vocab:,}, untrained; "
@@ -549,76 +551,80 @@ def _row_generation(sizes: BenchSizes, device) -> list[Row]:
                                sizes.repeats, sizes.budget_s / 8)["head"]
     head_ms = _median(head_times) / sizes.gen_new * 1e3
     cache_ms = _median(times["cache"]) / sizes.gen_new * 1e3
-    note = (f"all three methods gave the same tokens: {'yes' if same else 'no'}; per new token the cache takes "
+    note = (f"all three gave the same tokens: {'yes' if same else 'no'}; per new token the cache takes "
             f"{cache_ms:.2f} ms, of which {head_ms:.2f} ms is the {sizes.tf_d} x {sizes.vocab:,} head for one "
             "position (every method pays it), so no method can beat the starter's by more than "
-            f"{_median(times['recompute_all_logits']) / sizes.gen_new * 1e3 / head_ms:.1f}x here")
+            f"{_median(times['starter']) / sizes.gen_new * 1e3 / head_ms:.1f}x here")
     common = (f"`generate_tokens` on one `TransformerModel` ({cfg}, block_size {sizes.gen_block} so the context "
-              "is never cropped). Fast: `method=\"cache\"`, the KV cache: after the prompt, each token runs only its "
-              "own position through the blocks (`TransformerModel._decode`) and the head. The starter's speed "
-              "depends on what ran before it in the process (it allocates a new (T, vocab) logits tensor for "
-              "every token): run after the K-gram and Transformer rows in one process it measured faster, by "
-              "an amount that varied from run to run, which is why each family here gets a fresh process. ")
+              "is never cropped). Fast: `use_cache=True`, the KV cache: after the prompt, each token is the model's "
+              "one forward pass with T = 1 and the `KVCache` (`model.step`), its own position through the blocks "
+              "and the head. The starter's speed depends on what ran before it in the process (it allocates a new "
+              "(T, vocab) logits tensor for every token): run after the K-gram and Transformer rows in one process "
+              "it measured faster, by an amount that varied from run to run, which is why each family here gets a "
+              "fresh process. ")
     rows = [_speed_row("gen_recompute", f"Generation of {sizes.gen_new} tokens ({cfg})", "recompute, last logits only",
                        "KV cache", sizes.gen_new, times["recompute"], times["cache"], 1.9,
-                       common + "Baseline: `method=\"recompute\"`, the whole context through the blocks for every "
+                       common + "Baseline: `use_cache=False`, the whole context through the blocks for every "
                        "new token, but the head on the last position only.", note=note),
             _speed_row("gen_starter", f"Generation of {sizes.gen_new} tokens ({cfg})",
-                       "starter: recompute, all logits", "KV cache", sizes.gen_new, times["recompute_all_logits"],
-                       times["cache"], 7, common + "Baseline: `method=\"recompute_all_logits\"`, the starter's "
-                       "way: the whole context through the model with logits for every position, keeping the last.",
-                       note=note)]
+                       "starter: recompute, all logits", "KV cache", sizes.gen_new, times["starter"],
+                       times["cache"], 7, common + "Baseline: `starter_generate_tokens` in benchmarks/baselines.py, "
+                       "the starter's way: the whole context through the model with logits for every position, "
+                       "keeping the last.", note=note)]
     return rows
 
 
 def _row_topp(sizes: BenchSizes, device) -> list[Row]:
-    from pico_helpers.sample.nucleus import FAST_K, nucleus_probs, nucleus_sampling
+    from benchmarks.baselines import full_sort_nucleus_probs, full_sort_nucleus_sampling
+    from pico_helpers.sample.nucleus import TOP_K, nucleus_probs, nucleus_sampling
 
     g = torch.Generator().manual_seed(3)
     n_rows = 16
     logits = torch.randn(n_rows, sizes.vocab, generator=g) * sizes.topp_scale  # (n_rows, V), on the CPU
     p = sizes.top_p
-    identical = all(torch.equal(nucleus_probs(row, p), nucleus_probs(row, p, fast=False)) for row in logits)
+    identical = all(torch.equal(nucleus_probs(row, p), full_sort_nucleus_probs(row, p)) for row in logits)
     kept = [int((nucleus_probs(row, p) > 0).sum()) for row in logits]
     gen = torch.Generator().manual_seed(4)
+    samplers = {"sort": lambda row: full_sort_nucleus_sampling(row, p, generator=gen),
+                "fast": lambda row: nucleus_sampling(row, p, generator=gen)}
 
-    def draw(fast: bool):
+    def draw(name: str):
         for i in range(sizes.topp_calls):
-            nucleus_sampling(logits[i % n_rows], p, generator=gen, fast=fast)
+            samplers[name](logits[i % n_rows])
 
-    times = alternate({"sort": lambda: draw(False), "fast": lambda: draw(True)}, torch.device("cpu"),
+    times = alternate({"sort": lambda: draw("sort"), "fast": lambda: draw("fast")}, torch.device("cpu"),
                       sizes.repeats, sizes.budget_s / 2)
-    def ms_per_draw(row, fast: bool, n: int = 5) -> float:
+
+    def ms_per_draw(row, name: str, n: int = 5) -> float:
         t0 = time.perf_counter()
         for _ in range(n):
-            nucleus_sampling(row, p, generator=gen, fast=fast)
+            samplers[name](row)
         return (time.perf_counter() - t0) / n * 1e3
 
     # A flatter row, like our small trained models' (a nucleus of thousands), and a flat one (untrained).
     wide = torch.randn(sizes.vocab, generator=g) * 3.0
     flat = torch.randn(sizes.vocab, generator=g)
     n_wide, n_flat = (int((nucleus_probs(row, p) > 0).sum()) for row in (wide, flat))
-    wide_fast, wide_sort, flat_fast = ms_per_draw(wide, True), ms_per_draw(wide, False), ms_per_draw(flat, True)
+    wide_fast, wide_sort, flat_fast = ms_per_draw(wide, "fast"), ms_per_draw(wide, "sort"), ms_per_draw(flat, "fast")
     sort_ms = _median(times["sort"]) / sizes.topp_calls * 1e3
     fast_ms = _median(times["fast"]) / sizes.topp_calls * 1e3
     ratio = sort_ms / fast_ms
     note = (f"identical distribution on all {n_rows} rows: {'yes' if identical else 'no'}; nucleus {min(kept)}-"
-            f"{max(kept)} tokens; a wider row (N(0, 3^2) logits, nucleus {n_wide:,}): {wide_fast:.2f} ms against "
-            f"{wide_sort:.2f} ms for the full sort; a flat row (N(0, 1), nucleus {n_flat:,}): "
-            f"{flat_fast:.2f} ms")
+            f"{max(kept)} tokens; a wider row (N(0, 3^2) logits, nucleus {n_wide:,}"
+            f"{f', beyond the top {TOP_K}: the full sort' if n_wide >= TOP_K else ''}): {wide_fast:.2f} ms against {wide_sort:.2f} ms for the baseline; a flat row (N(0, 1), "
+            f"nucleus {n_flat:,}): {flat_fast:.2f} ms")
     about = (f"One draw of `nucleus_sampling(logits, p={p})` over {sizes.vocab:,} logits (a single (V,) row, on the "
              f"CPU, where generation samples), cycling through {n_rows} rows of N(0, {sizes.topp_scale:g}^2) logits, "
-             f"peaked like a confident model's (nucleus of {min(kept)}-{max(kept)} tokens). Baseline: `fast=False`, a "
-             f"full descending sort of the vocabulary. Fast: `fast=True`, the top {FAST_K} candidates (on the CPU found "
-             "by a threshold pass estimated from every 64th probability, then a sort of the few hundred values "
-             "above it; `torch.topk` elsewhere); a nucleus beyond them sorts only the tokens above a threshold "
-             "whose mass reaches p (on the CPU, up to 16,384 of them), else the whole vocabulary. Ratio = sort "
-             "time / fast time; the target is on the fast path's time per token, and `nucleus_probs` must give "
-             "bit-identical distributions on these rows (checked here, and in tests/test_sampling.py). Wider and "
-             "flat rows are timed in the note.")
+             f"peaked like a confident model's (nucleus of {min(kept)}-{max(kept)} tokens). Baseline: "
+             "`full_sort_nucleus_sampling` in benchmarks/baselines.py, the same cut after a full descending sort of "
+             f"the vocabulary. Fast: the library's one pre-cut, `torch.topk` of {TOP_K} candidates, which settles "
+             f"every row whose nucleus ends before the {TOP_K}th candidate (else the library sorts the whole "
+             "vocabulary too). Ratio = sort time / fast time; the target is on the fast path's time per token, and "
+             "`nucleus_probs` must give bit-identical distributions to `full_sort_nucleus_probs` on these rows "
+             "(checked here, and in tests/test_sampling.py). Wider and flat rows are timed in the note.")
     ok = fast_ms <= 0.3 and identical
-    return [Row("topp", f"Top-p sampling (p={p}) over {sizes.vocab:,} logits", "full sort (fast=False)",
-                f"top-{FAST_K}, superset, full sort (fast=True)", "ms/token", sort_ms, fast_ms, ratio,
+    return [Row("topp", f"Top-p sampling (p={p}) over {sizes.vocab:,} logits", "full sort",
+                f"top-{TOP_K} pre-cut, else full sort", "ms/token", sort_ms, fast_ms, ratio,
                 "<= 0.3 ms/token, identical", _met(ok), note=note, about=about,
                 runs=f"baseline {_spread(times['sort'])}; fast {_spread(times['fast'])} ({sizes.topp_calls} draws each)")]
 

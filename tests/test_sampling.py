@@ -1,11 +1,15 @@
-"""Nucleus (top-p) sampling: exact support and probabilities, ties, the fast path against the full sort, draws."""
+"""Nucleus (top-p) sampling: exact support and probabilities, ties, the top-k pre-cut against the full sort,
+draws; and generation: with the cache and without, for every model, against the starter's loop."""
 import math
 
 import pytest
 import torch
 
+from benchmarks.baselines import full_sort_nucleus_probs, full_sort_nucleus_sampling, starter_generate_tokens
+from pico_helpers.models import KGramMLPSeqModel, LSTMSeqModel, TransformerModel
+from pico_helpers.sample import generate_tokens
 from pico_helpers.sample import nucleus as sampling
-from pico_helpers.sample.nucleus import FAST_K, REACH_TOL, nucleus_probs, nucleus_sampling
+from pico_helpers.sample.nucleus import REACH_TOL, TOP_K, nucleus_probs, nucleus_sampling
 
 # Renormalised probabilities are one float32 division away from the reference's float64 ones.
 RTOL = 1e-6
@@ -122,37 +126,48 @@ def test_random_rows_match_the_loop_reference():
             check_against_reference(logits, p)
 
 
-# --- fast path against the full sort ---
+# --- the top-k pre-cut against the full sort ---
 
 def spy_on_full_sort(monkeypatch):
+    """Count the sorts of a whole vocabulary (the pre-cut's fallback) that nucleus_probs/nucleus_sampling run."""
     calls = []
-    real = sampling._full_sort
+    real = torch.sort
 
-    def spy(probs, p):
+    def spy(probs, *args, **kwargs):
         calls.append(probs.shape[0])
-        return real(probs, p)
+        return real(probs, *args, **kwargs)
 
-    monkeypatch.setattr(sampling, "_full_sort", spy)
+    monkeypatch.setattr(sampling.torch, "sort", spy)
     return calls
 
 
-def test_fast_path_equals_full_sort_on_the_gpt2_vocabulary(monkeypatch):
+def test_full_sort_baseline_matches_the_loop_reference():
+    # The bench's baseline (benchmarks/baselines.py) is the reference the pre-cut is compared with below.
+    gen = torch.Generator().manual_seed(9)
+    for scale in (0.5, 3.0, 8.0):
+        logits = torch.randn(2000, generator=gen) * scale
+        for p in (0.05, 0.5, 0.9, 1.0):
+            got, want = full_sort_nucleus_probs(logits, p), reference_probs(logits, p)
+            assert torch.equal(got > 0, want > 0)
+            torch.testing.assert_close(got.double(), want, rtol=RTOL, atol=0.0)
+
+
+def test_pre_cut_equals_full_sort_on_the_gpt2_vocabulary(monkeypatch):
     calls = spy_on_full_sort(monkeypatch)
     gen = torch.Generator().manual_seed(0)
-    for scale in (5.0, 6.0, 8.0, 12.0):  # peaked enough for the nucleus to fit in FAST_K candidates
+    for scale in (5.0, 6.0, 8.0, 12.0):  # peaked enough for the nucleus to fit in the top TOP_K
         logits = torch.randn(50257, generator=gen) * scale
         for p in (0.1, 0.5, 0.9, 0.95):
             calls.clear()
-            fast = nucleus_probs(logits, p)
+            got = nucleus_probs(logits, p)
             assert calls == [], f"scale {scale} p {p} should not need the full sort"
-            assert torch.equal(fast, nucleus_probs(logits, p, fast=False))  # bit for bit
+            assert torch.equal(got, full_sort_nucleus_probs(logits, p))  # bit for bit
 
 
-@pytest.mark.parametrize("superset", [True, False], ids=["cpu_superset", "full_sort"])
-@pytest.mark.parametrize("case", ["flat", "nucleus_larger_than_k", "tie_straddles_k", "never_reaches_p"])
-def test_fallback_cases_equal_full_sort(monkeypatch, case, superset):
-    # Rows the top-k cannot settle: on the CPU a sorted superset of the nucleus settles them; without it
-    # (as on other devices) the full sort does. Either way the distribution is the full sort's, bit for bit.
+@pytest.mark.parametrize("case", ["flat", "nucleus_larger_than_k", "tie_straddles_k", "tie_ends_at_k",
+                                  "never_reaches_p"])
+def test_fallback_cases_equal_full_sort(monkeypatch, case):
+    # Rows the top k cannot settle sort the whole vocabulary; the distribution is the full sort's, bit for bit.
     V = 3000
     logits = torch.full((V,), -5.0)
     p = 0.9
@@ -160,74 +175,66 @@ def test_fallback_cases_equal_full_sort(monkeypatch, case, superset):
         logits = torch.zeros(V)
         p = 0.999
     elif case == "nucleus_larger_than_k":
-        logits[: 3 * FAST_K] = torch.linspace(4.0, 3.0, 3 * FAST_K)
+        logits[: 3 * TOP_K] = torch.linspace(4.0, 3.0, 3 * TOP_K)
     elif case == "tie_straddles_k":
-        # 100 distinct tokens on top, then 200 tokens of one equal value around position FAST_K:
+        # 100 distinct tokens on top, then 200 tokens of one equal value around position TOP_K:
         # the cut lands in the tied block, which continues past the candidates.
         logits[:100] = torch.linspace(6.0, 5.0, 100)
         logits[100:300] = 4.0
-        p = 0.9
+    elif case == "tie_ends_at_k":  # the tied block ends exactly at the last candidate: the nucleus is TOP_K
+        logits[:100] = torch.linspace(6.0, 5.0, 100)
+        logits[100:TOP_K] = 4.0
+        p = float(torch.softmax(logits, -1)[:110].double().sum())  # lands inside the tied block
     elif case == "never_reaches_p":
         logits = torch.randn(V, generator=torch.Generator().manual_seed(2))
         p = 1.0 - 1e-9  # the float32 probabilities may sum to a hair under 1: keep everything then
-    if not superset:
-        monkeypatch.setattr(sampling, "_nucleus_superset_cpu", lambda row, p: None)
     calls = spy_on_full_sort(monkeypatch)
-    fast = nucleus_probs(logits, p)
-    # A nucleus that never reaches p (all of the vocabulary) always takes the full sort.
-    expected = [] if superset and case != "never_reaches_p" else [1]
-    assert calls == expected
-    assert torch.equal(fast, nucleus_probs(logits, p, fast=False))
-    check_against_reference(logits, p)
-    ids = nucleus_sampling(logits, p, generator=torch.Generator().manual_seed(0))
-    ref = nucleus_sampling(logits, p, generator=torch.Generator().manual_seed(0), fast=False)
-    tied = case in ("flat", "tie_straddles_k")  # equal probabilities may come out of the sorts in another order
-    assert fast[ids] > 0 and (tied or int(ids) == int(ref))
-
-
-def test_large_nucleus_on_the_gpt2_vocabulary_equals_full_sort(monkeypatch):
-    # Flat enough that the nucleus holds hundreds to thousands of tokens, as a trained model's often does.
-    calls = spy_on_full_sort(monkeypatch)
-    gen = torch.Generator().manual_seed(8)
-    for scale, p in ((2.5, 0.5), (2.5, 0.9), (3.0, 0.95), (4.0, 0.9)):  # nuclei of ~500 to ~6,500 tokens
-        logits = torch.randn(50257, generator=gen) * scale
-        calls.clear()
-        fast = nucleus_probs(logits, p)
-        assert calls == [], f"scale {scale} p {p}: the superset should settle it"
-        assert int((fast > 0).sum()) > FAST_K
-        assert torch.equal(fast, nucleus_probs(logits, p, fast=False))
-    logits = torch.randn(50257, generator=gen)  # nucleus of ~30,000 at p = 0.9: more than _MAX_SORTED
-    calls.clear()
-    fast = nucleus_probs(logits, 0.9)
+    got = nucleus_probs(logits, p)
     assert calls == [1]
-    assert torch.equal(fast, nucleus_probs(logits, 0.9, fast=False))
-
-
-def test_tie_ending_exactly_at_k_stays_on_the_fast_path(monkeypatch):
-    logits = torch.full((3000,), -5.0)
-    logits[:100] = torch.linspace(6.0, 5.0, 100)
-    logits[100:FAST_K] = 4.0  # the tied block ends exactly at the last candidate
-    probs = torch.softmax(logits, -1)
-    p = float(probs[:110].double().sum())  # lands inside the tied block
-    calls = spy_on_full_sort(monkeypatch)
-    fast = nucleus_probs(logits, p)
-    assert calls == []
-    assert int((fast > 0).sum()) == FAST_K
-    assert torch.equal(fast, nucleus_probs(logits, p, fast=False))
+    assert torch.equal(got, full_sort_nucleus_probs(logits, p))
     check_against_reference(logits, p)
+    if case == "tie_ends_at_k":
+        assert int((got > 0).sum()) == TOP_K
+    ids = nucleus_sampling(logits, p, generator=torch.Generator().manual_seed(0))
+    ref = full_sort_nucleus_sampling(logits, p, generator=torch.Generator().manual_seed(0))
+    tied = case in ("flat", "tie_straddles_k", "tie_ends_at_k")  # equal values may be sorted in another order
+    assert got[ids] > 0 and (tied or int(ids) == int(ref))
+
+
+def test_large_nucleus_on_the_gpt2_vocabulary_equals_full_sort():
+    # Flat enough that the nucleus holds hundreds to tens of thousands of tokens, as a trained model's often does.
+    gen = torch.Generator().manual_seed(8)
+    for scale, p in ((2.5, 0.5), (2.5, 0.9), (3.0, 0.95), (4.0, 0.9), (1.0, 0.9)):  # ~500 to ~30,000 tokens
+        logits = torch.randn(50257, generator=gen) * scale
+        got = nucleus_probs(logits, p)
+        assert int((got > 0).sum()) > TOP_K
+        assert torch.equal(got, full_sort_nucleus_probs(logits, p))
+
+
+def test_pre_cut_draws_equal_the_full_sort_draws():
+    # Without ties, the kept candidates come out of topk and sort in the same order: the same seeded draw.
+    gen = torch.Generator().manual_seed(10)
+    for scale in (8.0, 2.5):  # the pre-cut, then the fallback
+        logits = torch.randn(50257, generator=gen) * scale
+        for seed in range(5):
+            ours = nucleus_sampling(logits, 0.9, generator=torch.Generator().manual_seed(seed))
+            ref = full_sort_nucleus_sampling(logits, 0.9, generator=torch.Generator().manual_seed(seed))
+            assert int(ours) == int(ref)
 
 
 # --- batches ---
 
-def test_batch_rows_match_single_rows_and_mix_paths(monkeypatch):
+def test_batch_rows_match_single_rows(monkeypatch):
     gen = torch.Generator().manual_seed(4)
     rows = torch.stack([torch.randn(2000, generator=gen) * 8, torch.zeros(2000), torch.randn(2000, generator=gen) * 4])
-    monkeypatch.setattr(sampling, "_nucleus_superset_cpu", lambda row, p: None)  # as on other devices
     calls = spy_on_full_sort(monkeypatch)
     batch = nucleus_probs(rows, 0.9)
-    assert calls == [1], "only the flat row needs the full sort"
+    assert calls == [3], "the flat row needs the full sort, and then the batch is sorted at once"
     for i in range(3):
-        assert torch.equal(batch[i], nucleus_probs(rows[i], 0.9, fast=False))
+        assert torch.equal(batch[i], nucleus_probs(rows[i], 0.9))
+        assert torch.equal(batch[i], full_sort_nucleus_probs(rows[i], 0.9))
+    calls.clear()
+    assert torch.equal(nucleus_probs(rows[[0, 2]], 0.9), batch[[0, 2]]) and calls == []  # peaked rows: the top k
     ids = nucleus_sampling(rows, 0.9, generator=torch.Generator().manual_seed(0))
     assert ids.shape == (3,) and ids.dtype == torch.long
     assert all(batch[i, ids[i]] > 0 for i in range(3))
@@ -267,7 +274,7 @@ def test_bad_shapes_and_nan_logits_are_refused():
 
 # --- draws ---
 
-@pytest.mark.parametrize("V", [50, 1000])  # 50: full sort only; 1000: the top-k path
+@pytest.mark.parametrize("V", [50, 1000])  # 50: fewer than TOP_K tokens, topk takes them all; 1000: more
 def test_draw_frequencies_match_the_nucleus(V):
     # Four tokens hold 0.97 of the mass and the top three 0.9; with p = 0.95 the nucleus is those four.
     head = [0.4, 0.3, 0.2, 0.07]
@@ -312,32 +319,52 @@ def test_p_one_draws_from_the_whole_distribution():
     assert all(abs(c - 1000) <= 6 * sigma for c in counts.tolist())  # 6 sigma: never flakes
 
 
-# --- the CPU top-k ---
-
-@pytest.mark.parametrize("scale", [0.5, 3.0, 8.0, 20.0])
-def test_cpu_topk_equals_torch_topk(scale):
-    # The threshold-superset top-k used on CPU rows: the same k values, descending, at ids holding them.
-    gen = torch.Generator().manual_seed(5)
-    probs = torch.softmax(torch.randn(50257, generator=gen) * scale, -1)
-    found = sampling._topk_cpu(probs, FAST_K)
-    assert found is not None, "a smooth row must not need torch.topk"
-    vals, idx = found
-    ref_vals, _ = torch.topk(probs, FAST_K)
-    assert torch.equal(vals, ref_vals)
-    assert torch.equal(probs[idx], vals)
-    assert len(set(idx.tolist())) == FAST_K
-
-
-def test_cpu_topk_hands_uniform_rows_to_torch():
-    # All values equal: every one passes the threshold, a superset too large to sort cheaply.
-    assert sampling._topk_cpu(torch.full((50257,), 1 / 50257), FAST_K) is None
-    vals, idx = sampling._topk(torch.full((1, 50257), 1 / 50257), FAST_K)
-    assert vals.shape == idx.shape == (1, FAST_K)
-
-
 def test_logits_that_require_grad_are_accepted():
-    # A student may pass a model's raw output; the CPU top-k reads values only.
+    # A student may pass a model's raw output.
     logits = (torch.randn(50257, generator=torch.Generator().manual_seed(6)) * 8).requires_grad_()
     probs = nucleus_probs(logits, 0.9)
-    assert torch.equal(probs.detach(), nucleus_probs(logits.detach(), 0.9, fast=False))
+    assert not probs.requires_grad and torch.equal(probs, full_sort_nucleus_probs(logits.detach(), 0.9))
     nucleus_sampling(logits, 0.9, generator=torch.Generator().manual_seed(0))
+
+
+# --- generation ---
+
+GEN_V = 60
+
+
+def tiny_models():
+    """One small model of each kind, with random weights large enough for varied greedy continuations."""
+    torch.manual_seed(0)
+    models = {"kgram": KGramMLPSeqModel(GEN_V, k=3, embed_size=16, num_inner_layers=1, input_mode="embedding"),
+              "lstm": LSTMSeqModel(GEN_V, 16, 16),
+              "transformer": TransformerModel(GEN_V, 16, 2, 2, block_size=8)}
+    with torch.no_grad():
+        for model in models.values():
+            for param in model.parameters():
+                param.normal_(0.0, 0.5)
+    return models
+
+
+@pytest.mark.parametrize("name", ["kgram", "lstm", "transformer"])
+@pytest.mark.parametrize("top_p", [None, 0.9])
+def test_generation_with_and_without_the_cache_gives_the_same_tokens(name, top_p):
+    # 20 new tokens after 5: past the Transformer's block_size 8, so its window slides and its cache is
+    # recomputed; the K-gram window and the LSTM state slide as well. The starter's loop agrees (greedy).
+    model = tiny_models()[name]
+    prompt = [1, 5, 7, 2, 9]
+    cached = generate_tokens(model, prompt, 20, top_p=top_p, seed=3)
+    assert len(cached) == 20 and all(0 <= i < GEN_V for i in cached)
+    assert cached == generate_tokens(model, prompt, 20, top_p=top_p, seed=3, use_cache=False)
+    if top_p is None:
+        assert cached == starter_generate_tokens(model, prompt, 20)
+        assert len(set(cached)) > 1  # the check is not vacuous: the continuation varies
+
+
+def test_generation_is_seeded_restores_training_mode_and_refuses_an_empty_prompt():
+    model = tiny_models()["transformer"].train()
+    a = generate_tokens(model, [3, 4], 15, top_p=1.0, seed=0)
+    assert a == generate_tokens(model, [3, 4], 15, top_p=1.0, seed=0)
+    assert a != generate_tokens(model, [3, 4], 15, top_p=1.0, seed=1)
+    assert model.training  # put back in training mode after generating in eval mode
+    with pytest.raises(ValueError, match="prompt is empty"):
+        generate_tokens(model, [], 5)

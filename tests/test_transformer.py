@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pico_helpers.models.transformer import RMSNorm, TransformerModel, apply_rope, rope_tables, sinusoidal_table
+from pico_helpers.models.transformer import (KVCache, RMSNorm, TransformerModel, apply_rope, causal_mask,
+                                             rope_tables, sinusoidal_table)
 
 V, D, H, N_BLOCKS, BLOCK = 40, 32, 4, 2, 8
 POSITIONAL = ["learned", "sinusoidal", "rope", "none"]
@@ -138,7 +139,7 @@ def test_kv_cache_greedy_matches_full_recompute_past_block_size(positional, prom
         nxt = logits.argmax(-1, keepdim=True).t()  # (1, B)
         ctx_cache = torch.cat([ctx_cache, nxt])
         logits, state = model.step(nxt, state)
-        assert state.tokens.size(0) <= BLOCK and state.kv[0][0].size(2) == state.tokens.size(0)
+        assert isinstance(state, KVCache) and state.pos <= BLOCK and state.tokens.size(0) == state.pos
     assert torch.equal(ctx_cache, ctx_full)
     assert torch.equal(state.tokens, ctx_cache[-BLOCK:])
 
@@ -238,15 +239,17 @@ def test_learns_counting_sequences(positional, norm):
 
 
 @torch.no_grad()
-def test_kv_cache_branches_from_one_state():
-    # Two continuations from the same state: the second must not see the first one's keys and values,
-    # which were written into the shared buffers in place.
+def test_kv_cache_branches_via_an_explicit_copy():
+    # step() updates the cache in place; two continuations from one state copy it first. Each branch must
+    # see only its own keys and values, and the first must be intact after the second ran.
     model = make_model("learned")
     ids = torch.randint(0, V, (5, 2), generator=torch.Generator().manual_seed(7))
     _, state = model.step(ids[:3])
+    branch = state.copy()
     a, b = ids[3:4], ids[4:5]
     logits_a, state_a = model.step(a, state)
-    logits_b, state_b = model.step(b, state)  # a branch: the buffers are copied first
+    logits_b, state_b = model.step(b, branch)
+    assert state_a is state and state_b is branch  # updated in place
     torch.testing.assert_close(logits_a, full_recompute_logits(model, torch.cat([ids[:3], a])), atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(logits_b, full_recompute_logits(model, torch.cat([ids[:3], b])), atol=ATOL, rtol=RTOL)
     logits_a2, _ = model.step(b, state_a)  # the first branch is intact after the second one
@@ -257,24 +260,39 @@ def test_kv_cache_branches_from_one_state():
 @pytest.mark.parametrize("positional", POSITIONAL)
 @pytest.mark.parametrize("norm", NORMS)
 @torch.no_grad()
-def test_one_token_decode_path_equals_the_general_cached_path(positional, norm):
-    # step() with one new token in eval mode takes the lean decode path; in train mode (dropout 0) the
-    # general one. They differ only in the GELU kernel (ATen's vs oneDNN's), so with oneDNN switched off
-    # for both they must agree bit for bit, keys and values included; with it on, to rounding (~1e-6).
+def test_cache_equals_recompute(positional, norm):
+    # forward with a cache, one token at a time and several at once (T = 1 and T > 1 after a cache, which
+    # needs the offset causal mask), against the whole sequence without one: the same logits at every
+    # position, and the cache holds the same keys and values as one pass over the sequence writes.
     model = make_model(positional, norm)
-    ids = torch.randint(0, V, (6, 2), generator=torch.Generator().manual_seed(8))
-    _, state = model.step(ids[:5])
-    lean_logits, lean_state = model.step(ids[5:6], state)
-    torch.testing.assert_close(lean_logits, full_recompute_logits(model, ids), atol=ATOL, rtol=RTOL)
-    assert torch.backends.mkldnn.enabled  # the decode path switches oneDNN off for its GELU only
-    torch.backends.mkldnn.enabled = False
-    try:
-        lean_logits, lean_state = model.step(ids[5:6], state)  # a branch from the same state
-        model.train()
-        general_logits, general_state = model.step(ids[5:6], state)
-    finally:
-        torch.backends.mkldnn.enabled = True
-        model.eval()
-    assert torch.equal(lean_logits, general_logits)
-    for (k1, v1), (k2, v2) in zip(lean_state.kv, general_state.kv):
-        assert torch.equal(k1, k2) and torch.equal(v1, v2)
+    ids = torch.randint(0, V, (BLOCK, 2), generator=torch.Generator().manual_seed(8))
+    full = model(ids)  # (BLOCK, 2, V), no cache
+    cache = model.new_cache(2)
+    pieces = [ids[:3], ids[3:4], ids[4:7], ids[7:8]]
+    logits = torch.cat([model(piece, cache) for piece in pieces])  # (BLOCK, 2, V)
+    torch.testing.assert_close(logits, full, atol=ATOL, rtol=RTOL)
+    assert cache.pos == BLOCK and torch.equal(cache.tokens, ids)
+    one_pass = model.new_cache(2)
+    torch.testing.assert_close(model.hidden(ids, one_pass), model.hidden(ids), atol=ATOL, rtol=RTOL)
+    for k1, k2, v1, v2 in zip(cache.keys, one_pass.keys, cache.values, one_pass.values):
+        torch.testing.assert_close(k1, k2, atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(v1, v2, atol=ATOL, rtol=RTOL)
+    # With a cache, the attention weights cover the cached keys too, and still never the future.
+    cache = model.new_cache(2)
+    model(ids[:5], cache)
+    logits, attn = model(ids[5:], cache, return_attention=True)
+    assert attn.shape == (N_BLOCKS, 2, H, BLOCK - 5, BLOCK)
+    torch.testing.assert_close(logits, full[5:], atol=ATOL, rtol=RTOL)
+    assert torch.all(attn[..., ~causal_mask(BLOCK - 5, BLOCK, "cpu")] == 0)
+
+
+@torch.no_grad()
+def test_cache_refuses_overflow_and_a_wrong_batch():
+    model = make_model()
+    cache = model.new_cache(2)
+    model(torch.zeros(BLOCK - 1, 2, dtype=torch.long), cache)
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(2, 2, dtype=torch.long), cache)  # 7 cached + 2 new > 8
+    with pytest.raises(ValueError, match="sequences"):
+        model(torch.zeros(1, 3, dtype=torch.long), cache)
+    assert cache.pos == BLOCK - 1  # a refused call leaves the cache as it was

@@ -1,34 +1,32 @@
 """The decoder-only Transformer (question 4): RMSNorm, causal multi-head attention, positional variants, KV cache.
 
-Follows the model contract of models.py: ``model(idx)`` with ``idx`` (T, B) -> logits (T, B, V),
-``hidden``/``head``, ``step`` (here with a KV cache), ``embedding_table``, ``block_size``.
-Inside, tensors are batch-first (B, T, D), which is what the attention kernels want; the public
-methods transpose at the door.
+Follows the model contract of pico_helpers/models/__init__.py: ``model(idx)`` (T, B) ids -> (T, B, V) logits,
+``hidden``/``head``, ``step``, ``embedding_table``, ``block_size``. Inside, tensors are batch-first (B, T, D),
+as the attention kernels want; the public methods transpose at the door.
 
 Used in 04_transformer.ipynb and 06_experiments.ipynb.
 """
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["RMSNorm", "TransformerModel"]
+__all__ = ["KVCache", "RMSNorm", "TransformerModel"]
 
 POSITIONAL_MODES = ("learned", "sinusoidal", "rope", "none")
-NORM_MODES = ("pre", "post")
 
 
 # --- RMSNorm ---
 
 class RMSNorm(nn.Module):
-    """Root-mean-square normalisation: ``x / sqrt(mean(x**2, last dim) + eps) * weight``.
+    """Root-mean-square normalisation: ``x / sqrt(mean(x**2, last dim) + eps) * weight``, weight (dim,) from ones.
 
-    Unlike LayerNorm there is no mean subtraction and no bias. ``weight`` (dim,) starts at ones.
-    Half-precision inputs are normalised in float32 and cast back.
+    Unlike LayerNorm there is no mean subtraction and no bias. Half precision is normalised in float32.
     """
 
     def __init__(self, dim: int, eps: float = 1e-6):
@@ -64,15 +62,39 @@ def rope_tables(n_positions: int, head_dim: int, base: float = 10000.0) -> tuple
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, T, d) queries or keys; cos/sin (T, d/2) for their positions.
+    """Rotate (B, H, T, d) queries or keys by their positions' cos/sin (T, d/2).
 
-    We pair dimension i with dimension i + d/2 (the two halves of each head) and rotate each pair by
-    its angle, so the dot product of a query at p and a key at s depends on p - s only.
+    Dimension i pairs with i + d/2 and each pair turns by its angle: a query at p . a key at s depends on p - s.
     """
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, d/2) each
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+# --- the KV cache ---
+
+@dataclass
+class KVCache:
+    """Keys and values of every block for the positions seen so far (``TransformerModel.new_cache``).
+
+    keys, values: per block, (B, H, block_size, d_head) buffers allocated once; positions 0 .. pos-1 are filled
+    (new ones are written in place). ids: (block_size, B) their token ids, for ``step`` to recompute the cache.
+    pos: the number of filled positions, where the next token goes.
+    """
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    ids: torch.Tensor
+    pos: int = 0
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(pos, B) ids of the cached positions."""
+        return self.ids[:self.pos]
+
+    def copy(self) -> "KVCache":
+        """An independent copy: ``step`` updates a cache in place, so copy it to continue two ways from one state."""
+        return KVCache([k.clone() for k in self.keys], [v.clone() for v in self.values], self.ids.clone(), self.pos)
 
 
 # --- attention and blocks ---
@@ -89,96 +111,44 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, dropout: float, rope: bool):
         super().__init__()
-        self.n_heads = n_heads
-        self.head_dim = d_model // n_heads
-        self.rope = rope
-        self.dropout = dropout
+        self.n_heads, self.head_dim, self.rope, self.dropout = n_heads, d_model // n_heads, rope, dropout
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.proj = nn.Linear(d_model, d_model, bias=False)  # a residual projection (scaled-down init)
 
-    def forward(self, x, cos=None, sin=None, past_kv=None, return_attention=False):
-        """x (B, T, D) -> (out (B, T, D), (keys, values) each (B, H, T_past + T, d_head), weights or None).
+    def forward(self, x, cos=None, sin=None, cache: KVCache | None = None, layer: int = 0,
+                return_attention: bool = False):
+        """x (B, T, D) -> (out (B, T, D), attention weights (B, H, T, n_keys) or None).
 
-        ``past_kv``: the cache of the earlier positions, ``(key_buffer, value_buffer, T_past)`` with
-        buffers (B, H, capacity, d_head) whose first T_past positions are filled; the T new keys and
-        values are written after them, in place, and the returned keys/values are views of the buffers.
-        ``return_attention``: also compute the weights explicitly, (B, H, T, T_past + T).
+        cos, sin: (T, d_head/2) rotary tables of the T positions (rope only). cache, layer: the T positions
+        follow the ``cache.pos`` cached ones; their keys and values go into block ``layer``'s buffers, and
+        the queries attend to all pos + T keys. return_attention: compute the weights explicitly.
         """
         B, T, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=-1)  # (B, T, D) each
-        q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, d): q, k, v, split into heads
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, T, d) each
         if self.rope:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if past_kv is not None:  # an in-place write instead of torch.cat: no new allocation per token
-            k_buf, v_buf, n_past = past_kv
-            k_buf[:, :, n_past:n_past + T] = k
-            v_buf[:, :, n_past:n_past + T] = v
-            k, v = k_buf[:, :, :n_past + T], v_buf[:, :, :n_past + T]  # (B, H, T_past + T, d)
+        if cache is not None:  # write in place after the cached positions, then read them all back
+            end = cache.pos + T
+            cache.keys[layer][:, :, cache.pos:end], cache.values[layer][:, :, cache.pos:end] = k, v
+            k, v = cache.keys[layer][:, :, :end], cache.values[layer][:, :, :end]  # (B, H, pos + T, d)
         n_keys = k.size(2)
         p = self.dropout if self.training else 0.0
         weights = None
-        if return_attention:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T_keys)
+        if return_attention:  # softmax(q k^T / sqrt(d_head)) with the causal mask, spelled out
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, n_keys)
             scores = scores.masked_fill(~causal_mask(T, n_keys, x.device), float("-inf"))
             weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
             y = F.dropout(weights, p, self.training) @ v  # (B, H, T, d)
-        elif n_keys == T:  # no cache: the usual square causal mask
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        elif T == 1:  # one new query after the cache: it may see every key
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        else:  # several new queries after a cache: is_causal would align the mask top-left, so spell it out
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, n_keys, x.device), dropout_p=p)
+        else:  # the fused kernel. is_causal aligns its mask top-left, right only without a cache; after one,
+            mask = causal_mask(T, n_keys, x.device) if 1 < T < n_keys else None  # a single query sees every key
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=T == n_keys)
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D), heads side by side
-        return self.proj(y), (k, v), weights
-
-    def decode(self, x, k_buf, v_buf, n: int, cos=None, sin=None):
-        """One new position per sequence, at inference: x (B, D) at position n -> (B, D).
-
-        ``forward`` with T = 1 after a cache, the same kernels in the same order, without the T axis
-        and the branches (at batch 1 each op costs microseconds of dispatch, more than its arithmetic).
-        Writes this position's keys and values into ``k_buf``/``v_buf`` (B, H, capacity, d_head) at n.
-        """
-        B, D = x.shape
-        q, k, v = self.qkv(x).view(B, 3, self.n_heads, self.head_dim).unbind(1)  # (B, H, d) each
-        if self.rope:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        k_buf[:, :, n] = k
-        v_buf[:, :, n] = v
-        y = F.scaled_dot_product_attention(q.unsqueeze(2), k_buf[:, :, :n + 1], v_buf[:, :, :n + 1])  # (B, H, 1, d)
-        return self.proj(y.reshape(B, D))
-
-
-class MLP(nn.Module):
-    """Linear(D, ratio*D) -> GELU -> Linear(ratio*D, D), as in GPT-2."""
-
-    def __init__(self, d_model: int, mlp_ratio: int):
-        super().__init__()
-        self.fc = nn.Linear(d_model, mlp_ratio * d_model, bias=False)
-        self.proj = nn.Linear(mlp_ratio * d_model, d_model, bias=False)  # a residual projection
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D)."""
-        return self.proj(F.gelu(self.fc(x)))
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """``forward`` for one position at inference, with ATen's own GELU kernel on the CPU.
-
-        PyTorch hands a float32 GELU on the CPU to oneDNN, which spends ~7 us setting up each call:
-        most of the MLP's time at one position. ATen's kernel takes ~1 us and agrees to ~1e-6.
-        """
-        h = self.fc(x)
-        if h.device.type != "cpu" or not torch.backends.mkldnn.enabled:
-            return self.proj(F.gelu(h))
-        torch.backends.mkldnn.enabled = False
-        try:
-            h = F.gelu(h)
-        finally:
-            torch.backends.mkldnn.enabled = True
-        return self.proj(h)
+        return self.proj(y), weights
 
 
 class Block(nn.Module):
-    """Attention then MLP, each with a residual connection and RMSNorm (pre-norm or post-norm)."""
+    """Attention, then an MLP (D -> ratio*D -> GELU -> D, as GPT-2's); each with a residual and an RMSNorm."""
 
     def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, dropout: float, norm: str, rope: bool):
         super().__init__()
@@ -186,55 +156,25 @@ class Block(nn.Module):
         self.norm1 = RMSNorm(d_model)
         self.attn = CausalSelfAttention(d_model, n_heads, dropout, rope)
         self.norm2 = RMSNorm(d_model)
-        self.mlp = MLP(d_model, mlp_ratio)
+        self.mlp = nn.Sequential(OrderedDict(fc=nn.Linear(d_model, mlp_ratio * d_model, bias=False), gelu=nn.GELU(),
+                                             proj=nn.Linear(mlp_ratio * d_model, d_model, bias=False)))  # (B, T, D)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, cos=None, sin=None, past_kv=None, return_attention=False):
-        """x (B, T, D) -> (x (B, T, D), new (keys, values), attention weights or None)."""
+    def forward(self, x, cos=None, sin=None, cache: KVCache | None = None, layer: int = 0,
+                return_attention: bool = False):
+        """x (B, T, D) -> (x (B, T, D), attention weights or None); the other args as in CausalSelfAttention."""
         if self.norm == "pre":  # x + f(norm(x)): the residual stream itself is never normalised
-            a, kv, w = self.attn(self.norm1(x), cos, sin, past_kv, return_attention)
+            a, w = self.attn(self.norm1(x), cos, sin, cache, layer, return_attention)
             x = x + self.drop(a)
             x = x + self.drop(self.mlp(self.norm2(x)))
         else:  # post-norm (the original Transformer): norm(x + f(x))
-            a, kv, w = self.attn(x, cos, sin, past_kv, return_attention)
+            a, w = self.attn(x, cos, sin, cache, layer, return_attention)
             x = self.norm1(x + self.drop(a))
             x = self.norm2(x + self.drop(self.mlp(x)))
-        return x, kv, w
-
-    def decode(self, x, k_buf, v_buf, n: int, cos=None, sin=None):
-        """``forward`` for one new position at inference (no dropout): x (B, D) at position n -> (B, D)."""
-        if self.norm == "pre":
-            x = x + self.attn.decode(self.norm1(x), k_buf, v_buf, n, cos, sin)
-            return x + self.mlp.decode(self.norm2(x))
-        x = self.norm1(x + self.attn.decode(x, k_buf, v_buf, n, cos, sin))
-        return self.norm2(x + self.mlp.decode(x))
+        return x, w
 
 
 # --- the model ---
-
-@dataclass
-class KVState:
-    """What ``TransformerModel.step`` carries between calls.
-
-    tokens: (T_window, B) ids of the current window (at most block_size), needed to recompute the
-        cache when the window slides.
-    buffers: per block, (key_buffer, value_buffer) each (B, H, block_size, d_head), allocated once per
-        window; position i of the window is at absolute position i, and each new token writes its keys
-        and values into the next free position.
-    filled: positions written into ``buffers`` so far, shared (a one-element list) by every state
-        over the same buffers. If it exceeds this state's window, another step already extended these
-        buffers from here, so stepping from this state again copies them first (a branch).
-    """
-    tokens: torch.Tensor
-    buffers: list
-    filled: list
-
-    @property
-    def kv(self) -> list:
-        """Per block, this state's (keys, values), each (B, H, T_window, d_head): views of ``buffers``."""
-        n = self.tokens.size(0)
-        return [(k[:, :, :n], v[:, :, :n]) for k, v in self.buffers]
-
 
 class TransformerModel(nn.Module):
     """A decoder-only, GPT-style Transformer with the course's sequence-first contract.
@@ -258,17 +198,15 @@ class TransformerModel(nn.Module):
         mlp_ratio: hidden width of the MLP in multiples of d_model.
         dropout: on attention weights, residual branches and the embeddings (0 = off).
 
-    Initialisation: weights normal(0, 0.02), RMSNorm weights 1, and the two residual projections of
-    each block (attention output, MLP output) at 0.02 / sqrt(2 * n_blocks) so the residual stream does
-    not grow with depth at the start.
+    Initialisation: weights normal(0, 0.02), RMSNorm weights 1, and each block's two residual projections
+    (attention and MLP outputs) at 0.02 / sqrt(2 * n_blocks), so the residual stream does not grow with depth.
 
-    KV cache rule (``step``): positions are absolute within the current window, 0 .. block_size-1.
-    While the context fits in block_size tokens, each new token reuses the cached keys/values and only
-    runs its own position. When a new token would overflow the window, the context is cropped to its
-    last block_size tokens and the cache is recomputed from that window (positions restart at 0 for
-    its first token). So the logits from ``step`` always equal ``model(context[-block_size:])[-1]``;
-    the price is that, once the window is full, every further token costs a full recompute of
-    block_size positions (as generation without a cache would).
+    KV cache: ``forward``/``hidden`` with a cache (``new_cache``) run only the new positions, after the
+    cached ones; decoding one token is that forward pass with T = 1. ``step``'s rule: positions are absolute
+    within the window, 0 .. block_size-1; when a new token would overflow it, the context is cropped to its
+    last block_size tokens and the cache recomputed from position 0. So ``step``'s logits always equal
+    ``model(context[-block_size:])[-1]``; the price: once the window is full, every further token costs a
+    recompute of block_size positions (as generation without a cache does).
     """
 
     def __init__(self, vocab_size: int = 50257, d_model: int = 256, n_heads: int = 4, n_blocks: int = 4,
@@ -277,7 +215,7 @@ class TransformerModel(nn.Module):
         super().__init__()
         if positional not in POSITIONAL_MODES:
             raise ValueError(f"positional must be one of {POSITIONAL_MODES}, got {positional!r}")
-        if norm not in NORM_MODES:
+        if norm not in ("pre", "post"):
             raise ValueError(f"norm must be 'pre' (x + f(norm(x))) or 'post' (norm(x + f(x))), got {norm!r}")
         if d_model % n_heads != 0:
             divisors = [h for h in range(1, min(d_model, 16) + 1) if d_model % h == 0]
@@ -286,27 +224,18 @@ class TransformerModel(nn.Module):
         if positional == "rope" and (d_model // n_heads) % 2:
             raise ValueError(f"rope rotates pairs of dimensions, so the head size d_model // n_heads must be "
                              f"even, got {d_model // n_heads}; change d_model or n_heads")
-        if not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-        if n_blocks < 1:
-            raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
+        if not isinstance(block_size, int) or block_size < 1 or n_blocks < 1:
+            raise ValueError(f"block_size and n_blocks must be positive integers, got {block_size!r}, {n_blocks!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.vocab_size = vocab_size
-        self.d_model = d_model
-        self.n_heads = n_heads
-        self.n_blocks = n_blocks
-        self.block_size = block_size
-        self.positional = positional
-        self.norm = norm
-
+        self.vocab_size, self.d_model, self.n_heads, self.n_blocks = vocab_size, d_model, n_heads, n_blocks
+        self.block_size, self.positional, self.norm = block_size, positional, norm
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         if positional == "learned":
             self.pos_embedding = nn.Embedding(block_size, d_model)
-        elif positional == "sinusoidal":  # buffers are not saved in state_dict: they are recomputed
-            # Scaled to the token embeddings' init (std 0.02): the raw table's +-1 entries would drown them.
+        elif positional == "sinusoidal":  # scaled to the embeddings' std 0.02, or its +-1 entries drown them
             self.register_buffer("pos_table", 0.02 * sinusoidal_table(block_size, d_model), persistent=False)
-        elif positional == "rope":
+        elif positional == "rope":  # buffers are not saved in state_dict: they are recomputed
             cos, sin = rope_tables(block_size, d_model // n_heads)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
@@ -315,126 +244,87 @@ class TransformerModel(nn.Module):
                                     for _ in range(n_blocks))
         self.final_norm = RMSNorm(d_model) if norm == "pre" else nn.Identity()
         self.head = nn.Linear(d_model, vocab_size, bias=False)
-        self._init_weights()
+        for module in self.modules():  # the initialisation (class docstring); no layer has a bias
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        for block in self.blocks:
+            for proj in (block.attn.proj, block.mlp.proj):
+                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * n_blocks))
         if tie_weights:
             self.head.weight = self.token_embedding.weight  # one Parameter, two uses
 
-    def _init_weights(self):
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-        for block in self.blocks:
-            for proj in (block.attn.proj, block.mlp.proj):
-                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.n_blocks))
+    # --- the forward pass (inside, batch-first) ---
 
-    # --- the core, batch-first ---
-
-    def _run(self, idx_bt: torch.Tensor, start: int = 0, past=None, return_attention: bool = False):
-        """idx_bt (B, T) at positions start .. start+T-1 -> (x (B, T, D) after the final norm, kvs, attentions)."""
-        T = idx_bt.size(1)
-        positions = slice(start, start + T)
-        x = self.token_embedding(idx_bt)  # (B, T, D)
-        if self.positional == "learned":
-            x = x + self.pos_embedding.weight[positions]  # (T, D) broadcast over B
-        elif self.positional == "sinusoidal":
-            x = x + self.pos_table[positions].to(x.dtype)
+    def _run(self, idx: torch.Tensor, cache: KVCache | None, return_attention: bool):
+        """idx (T, B) -> (x (B, T, D) after the final norm, per-block attention weights or Nones)."""
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be (seq_len, batch) token ids, got shape {tuple(idx.shape)}")
+        T, start = idx.size(0), 0 if cache is None else cache.pos
+        if start + T > self.block_size:
+            raise ValueError(f"sequence length {start + T} ({start} cached) exceeds block_size={self.block_size}; "
+                             f"crop the context to its last {self.block_size} tokens (step() and generation do "
+                             "this themselves) or build the model with a larger block_size")
+        if cache is not None and cache.ids.size(1) != idx.size(1):
+            raise ValueError(f"the cache holds {cache.ids.size(1)} sequences but idx has {idx.size(1)}")
+        positions = slice(start, start + T)  # absolute positions of the new tokens
+        x = self.token_embedding(idx.t())  # (B, T, D)
+        if self.positional in ("learned", "sinusoidal"):
+            table = self.pos_embedding.weight if self.positional == "learned" else self.pos_table  # (block_size, D)
+            x = x + table[positions].to(x.dtype)  # (T, D) broadcast over B
         cos = sin = None
         if self.positional == "rope":
             cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, d_head/2)
         x = self.drop(x)
-        kvs, attns = [], []
-        for i, block in enumerate(self.blocks):
-            x, kv, w = block(x, cos, sin, None if past is None else past[i], return_attention)
-            kvs.append(kv)
+        attns = []
+        for layer, block in enumerate(self.blocks):
+            x, w = block(x, cos, sin, cache, layer, return_attention)
             attns.append(w)
-        return self.final_norm(x), kvs, attns
-
-    def _decode(self, ids_b: torch.Tensor, n: int, buffers) -> torch.Tensor:
-        """``_run`` for one new position at inference: ids_b (B,) at position n -> x (B, D) after the final norm.
-
-        Writes the position's keys and values into ``buffers`` (per block, (key_buffer, value_buffer)).
-        """
-        x = self.token_embedding(ids_b)  # (B, D)
-        if self.positional == "learned":
-            x = x + self.pos_embedding.weight[n]
-        elif self.positional == "sinusoidal":
-            x = x + self.pos_table[n].to(x.dtype)
-        cos = sin = None
-        if self.positional == "rope":
-            cos, sin = self.rope_cos[n:n + 1], self.rope_sin[n:n + 1]  # (1, d_head/2)
-        for block, (k_buf, v_buf) in zip(self.blocks, buffers):
-            x = block.decode(x, k_buf, v_buf, n, cos, sin)
-        return self.final_norm(x)
-
-    def _check_length(self, idx: torch.Tensor):
-        if idx.dim() != 2:
-            raise ValueError(f"idx must be (seq_len, batch) token ids, got shape {tuple(idx.shape)}")
-        if idx.size(0) > self.block_size:
-            raise ValueError(f"sequence length {idx.size(0)} exceeds block_size={self.block_size}; crop the "
-                             f"context to its last {self.block_size} tokens (generation does this itself) "
-                             "or build the model with a larger block_size")
+        if cache is not None:  # every block has written its keys and values: these positions are cached
+            cache.ids[positions] = idx
+            cache.pos += T
+        return self.final_norm(x), attns
 
     # --- the public, sequence-first contract ---
 
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """(T, B) ids -> (T, B, d_model) final hidden states (after the final norm), T <= block_size."""
-        self._check_length(idx)
-        x, _, _ = self._run(idx.t())
-        return x.transpose(0, 1)  # (T, B, D)
+    def new_cache(self, batch_size: int) -> KVCache:
+        """An empty KVCache for ``batch_size`` sequences, in the dtype attention computes in (autocast's if on)."""
+        w = self.token_embedding.weight
+        dtype = torch.get_autocast_dtype(w.device.type) if torch.is_autocast_enabled(w.device.type) else w.dtype
+        shape = (batch_size, self.n_heads, self.block_size, self.d_model // self.n_heads)
+        buffers = [torch.empty(shape, dtype=dtype, device=w.device) for _ in range(2 * self.n_blocks)]
+        ids = torch.zeros(self.block_size, batch_size, dtype=torch.long, device=w.device)
+        return KVCache(buffers[:self.n_blocks], buffers[self.n_blocks:], ids)
 
-    def forward(self, idx: torch.Tensor, return_attention: bool = False):
-        """(T, B) ids -> (T, B, vocab) logits; with ``return_attention`` also the attention weights.
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(T, B) ids -> (T, B, d_model) final hidden states (after the final norm); ``head`` makes them logits.
 
-        The weights are computed explicitly (softmax(q k^T / sqrt(d_head)) with the causal mask) instead
-        of by the fused kernel, as a tensor (n_blocks, B, n_heads, T, T); the logits are the same.
+        With a ``cache`` (``new_cache``) the T positions follow the cached ones; their keys and values are
+        written into it and ``cache.pos`` advances by T (at most to block_size).
         """
-        self._check_length(idx)
-        x, _, attns = self._run(idx.t(), return_attention=return_attention)
+        return self._run(idx, cache, return_attention=False)[0].transpose(0, 1)  # (T, B, D)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, return_attention: bool = False):
+        """(T, B) ids -> (T, B, vocab) logits; ``cache`` as in ``hidden``.
+
+        ``return_attention``: also the weights, softmax(q k^T / sqrt(d_head)) with the causal mask computed
+        explicitly, (n_blocks, B, n_heads, T, n_keys) with n_keys = cached + T; the logits are the same.
+        """
+        x, attns = self._run(idx, cache, return_attention)
         logits = self.head(x).transpose(0, 1)  # (T, B, V)
-        if return_attention:
-            return logits, torch.stack(attns)
-        return logits
+        return (logits, torch.stack(attns)) if return_attention else logits
 
-    def step(self, idx_new: torch.Tensor, state: KVState | None = None):
-        """Feed (T_new, B) new ids with the KV cache; return the last position's logits (B, vocab) and the state.
+    def step(self, idx_new: torch.Tensor, state: KVCache | None = None):
+        """Feed (T_new, B) new ids after ``state``; return the last position's logits (B, vocab) and the cache.
 
-        ``state=None`` starts from scratch (a prompt of any length, cropped to block_size). See the
-        class docstring for the rule past block_size: the result always equals
-        ``model(context[-block_size:])[-1]``. Only the last position goes through the head.
-        Meant for inference (under ``torch.no_grad()``): keys and values are written into preallocated
-        buffers in place. A state may be stepped from more than once (branches); the second time, its
-        buffers are copied first. One new token in eval mode (every generated token) takes
-        ``_decode``, the same function in fewer ops; its logits agree with the general path to ~1e-6.
+        The course's generation contract: ``hidden`` with a cache, the head on the last position only.
+        ``state=None`` starts a new cache; past block_size, see the class docstring. The cache is updated in
+        place and returned; to continue two ways from one state, ``copy()`` it first.
         """
-        if state is not None and state.tokens.size(0) + idx_new.size(0) <= self.block_size:
-            # fits: run only the new positions, after the cached ones
-            n_past = state.tokens.size(0)
-            buffers, filled = state.buffers, state.filled
-            if filled[0] != n_past:  # these buffers were already extended from this state: branch off a copy
-                buffers = [(k.clone(), v.clone()) for k, v in buffers]
-                filled = [n_past]
-            window = torch.cat([state.tokens, idx_new], dim=0)  # (T_past + T_new, B)
-            if idx_new.size(0) == 1 and not self.training:  # the usual case: one token, a leaner path
-                x = self._decode(idx_new[0], n_past, buffers)  # (B, D)
-            else:
-                x, _, _ = self._run(idx_new.t(), start=n_past, past=[(k, v, n_past) for k, v in buffers])
-                x = x[:, -1]
-            filled[0] = window.size(0)
-            return self.head(x), KVState(window, buffers, filled)
-        # no cache yet, or the window overflows: (crop and) compute the window from position 0
-        context = idx_new if state is None else torch.cat([state.tokens, idx_new], dim=0)
-        window = context[-self.block_size:]  # (T_w, B)
-        x, kvs, _ = self._run(window.t())
-        buffers = [(self._grow(k), self._grow(v)) for k, v in kvs]
-        return self.head(x[:, -1]), KVState(window, buffers, [window.size(0)])
-
-    def _grow(self, t: torch.Tensor) -> torch.Tensor:
-        """(B, H, T, d) keys or values -> a (B, H, block_size, d) buffer holding them in its first T positions."""
-        buf = t.new_empty(t.size(0), t.size(1), self.block_size, t.size(3))
-        buf[:, :, :t.size(2)] = t
-        return buf
+        if state is None or state.pos + idx_new.size(0) > self.block_size:
+            context = idx_new if state is None else torch.cat([state.tokens, idx_new])  # (T, B)
+            state, idx_new = self.new_cache(idx_new.size(1)), context[-self.block_size:]
+        h = self.hidden(idx_new, state)  # (T_new, B, D)
+        return self.head(h[-1]), state
 
     def embedding_table(self) -> torch.Tensor:
         """(vocab, d_model) token embedding weights."""
