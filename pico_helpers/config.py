@@ -1,15 +1,19 @@
 """One configuration dataclass for data, models and training, named after the course's flags.
 
-Used in every notebook (the `parameters` cell) and by pico.py.
+Used in every notebook (the `parameters` cell) and by pico.py, whose flags are built from these fields.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
 import os
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TrainConfig", "quick_mode", "find_repo_root", "MODEL_NAMES"]
+__all__ = ["TrainConfig", "quick_mode", "find_repo_root", "field_kind", "MODEL_NAMES"]
 
 # The starter's model names (pico.py --models); the notebooks use the same keys.
 MODEL_NAMES = ("kgram_mlp_seq", "lstm_seq", "kvcache_transformer")
@@ -43,64 +47,124 @@ def quick_mode(default: bool | None = None) -> bool:
     return not torch.cuda.is_available()
 
 
+# --- field helpers: help text, allowed values, run identity ---
+
+def _field(default, help: str, check=None, choices=None, example=None, run_id: bool = True, **extra):
+    """A dataclass field whose metadata pico.py and the checks read.
+
+    Args:
+        help: the flag's help text.
+        check: (words, test) for the allowed range, e.g. (">= 1", lambda v: v >= 1).
+        choices: the allowed values of a string field.
+        example: a valid value for error messages (default: the default).
+        run_id: False for fields that do not change what a checkpoint means (a run may resume with another value).
+        extra: more metadata, e.g. ``cli_default`` where the starter's flag default differs.
+    """
+    meta = dict(help=help, check=check, choices=choices, run_id=run_id,
+                example=default if example is None else example, **extra)
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=list, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _at_least(low):
+    return f">= {low}", lambda v: v >= low  # False for NaN
+
+
+def _between(low, high, high_open=False):
+    return f"in [{low}, {high}{')' if high_open else ']'}", lambda v: low <= v and (v < high if high_open else v <= high)
+
+
+_POSITIVE = ("> 0 and finite", lambda v: 0 < v < math.inf)
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "True or False", str: "a string"}
+
+
+@functools.cache
+def _hints() -> dict:
+    return typing.get_type_hints(TrainConfig)
+
+
+def field_kind(f: dataclasses.Field) -> tuple[type, bool]:
+    """(base type, None allowed) of a TrainConfig field, read from its annotation: ``int | None`` -> (int, True)."""
+    tp = _hints()[f.name]
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else tp
+    return typing.get_origin(base) or base, optional
+
+
+# --- the configuration ---
+
 @dataclass
 class TrainConfig:
     """Every size and switch of a run. Field names and defaults follow the course starter's flags.
 
-    ``TrainConfig.quick()`` gives a small variant for smoke runs and CI.
+    ``TrainConfig.quick()`` gives a small variant for smoke runs and CI. Each field is checked for type and range
+    when the config is made, with an error that names the field and a valid value.
     """
 
     # --- data ---
-    input_files: list[str] = field(default_factory=list)
-    tinystories_weight: float = 0.5
-    tinystories_path: str | None = None  # local raw file; None -> $PICO_TINYSTORIES, then the HF hub
-    tinystories_stories: int = 20000  # the starter keeps the first 20,000 training stories
-    block_size: int = 1024
-    test_fraction: float = 0.1
-    compact_vocab: bool = False  # train over the corpus's own token ids only (see README)
+    input_files: list[str] = _field([], "local text files, one example per non-empty line", run_id=False,
+                                    example=["input_files/3seqs.txt"])  # the data fingerprint covers their content
+    tinystories_weight: float = _field(0.5, "probability of drawing an example from TinyStories; 0 skips TinyStories",
+                                       _between(0, 1))
+    tinystories_path: str | None = _field(None, "local raw TinyStories file (else $PICO_TINYSTORIES, else the "
+                                          "HuggingFace hub)", run_id=False, example="tinystories.txt")
+    tinystories_stories: int = _field(20000, "TinyStories training stories to use (the starter keeps 20,000)",
+                                      _at_least(1))
+    block_size: int = _field(1024, "maximum tokens per example", _at_least(2))  # 2 tokens make one next-token pair
+    test_fraction: float = _field(0.1, "held-out validation fraction", _between(0, 1, high_open=True))
+    compact_vocab: bool = _field(False, "train over the corpus's own token ids only (losses not comparable with "
+                                 "the full vocabulary)")
 
     # --- models ---
-    embed_size: int = 1024
-    kgram_k: int = 3
-    kgram_chunk_size: int = 1
-    kgram_input_mode: str = "one_hot"  # or "embedding"
-    num_inner_mlp_layers: int = 1
-    n_heads: int = 4
-    n_blocks: int = 4
-    positional: str = "learned"  # learned | sinusoidal | rope | none
-    norm: str = "pre"  # pre | post
-    tie_weights: bool = False
+    embed_size: int = _field(1024, "embedding / hidden width of the models", _at_least(1))
+    kgram_k: int = _field(3, "context window of the K-gram MLP", _at_least(1))
+    kgram_chunk_size: int = _field(1, "time steps per slice in the K-gram forward (memory knob; 0 = all at once)",
+                                   _at_least(0))
+    kgram_input_mode: str = _field("one_hot", "K-gram input: one-hot vectors or an embedding",
+                                   choices=("one_hot", "embedding"))
+    num_inner_mlp_layers: int = _field(1, "(Linear -> SiLU) blocks inside the K-gram MLP", _at_least(0))
+    n_heads: int = _field(4, "attention heads per Transformer block", _at_least(1))
+    n_blocks: int = _field(4, "Transformer blocks", _at_least(1))
+    positional: str = _field("learned", "positional encoding of the Transformer",
+                             choices=("learned", "sinusoidal", "rope", "none"))
+    norm: str = _field("pre", "RMSNorm before (pre) or after (post) each residual branch", choices=("pre", "post"))
+    tie_weights: bool = _field(False, "share the Transformer's embedding and unembedding")
 
     # --- training ---
-    batch_size: int = 16
-    epochs: int = 3
-    learning_rate: float = 1e-3
-    max_steps_per_epoch: int | None = None
-    seed: int = 0
-    device_id: str | None = None  # None: cuda > mps > cpu
-    bf16: bool | None = None  # None: on for CUDA GPUs that support it, off on CPU
-    compile: bool = False
-    loss_chunk_size: int | None = None  # rows per chunk of the fused loss; None: max(128, D // 2) (losses.chunk_rows)
-    log_every: int = 100  # steps between "partial average loss" lines
-    sample_every_s: float = 30.0  # seconds between text samples during training; 0 disables
-    prompt: str = "Once upon a"
-    output_dir: str = "runs"
+    batch_size: int = _field(16, "sequences per batch", _at_least(1))
+    epochs: int = _field(3, "passes over the training data", _at_least(0), run_id=False)
+    learning_rate: float = _field(1e-3, "Adam learning rate", _POSITIVE)
+    max_steps_per_epoch: int | None = _field(None, "end each epoch after N steps", _at_least(1), example=200,
+                                             run_id=False)
+    seed: int = _field(0, "seed of the model's initialisation, the split and the batch order", _at_least(0))
+    device_id: str | None = _field(None, "torch device; falls back (with a message) when it is missing; "
+                                   "'auto' = cuda > mps > cpu", example="cpu", run_id=False, cli_default="cuda:0")
+    bf16: bool | None = _field(None, "bfloat16 autocast: auto = on for CUDA GPUs that support it, off on CPU",
+                               example=False)
+    compile: bool = _field(False, "torch.compile the models (falls back to eager)", run_id=False)
+    loss_chunk_size: int | None = _field(None, "rows per chunk of the fused loss; default max(128, D // 2)",
+                                         _at_least(1), example=128)
+    log_every: int = _field(100, "steps between partial-average lines; 0 = off", _at_least(0), run_id=False)
+    eval_every: int | None = _field(None, "steps between validation points; default about 10 a run; "
+                                    "0 = only at epoch ends", _at_least(0), example=50, run_id=False)
+    sample_every_s: float = _field(30.0, "seconds between text samples during training; 0 = off", _at_least(0),
+                                   run_id=False)
+    prompt: str = _field("Once upon a", "prompt for the text samples", run_id=False)
+    output_dir: str = _field("runs", "runs are saved in OUTPUT_DIR/<name>/", run_id=False)
 
     def __post_init__(self):
-        if isinstance(self.input_files, (str, os.PathLike)):
-            self.input_files = [str(self.input_files)]
-        self.input_files = [str(f) for f in self.input_files]
-        if not 0.0 <= self.tinystories_weight <= 1.0:
-            raise ValueError(f"tinystories_weight must be in [0, 1], got {self.tinystories_weight}")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
-        for name in ("block_size", "embed_size", "batch_size", "kgram_k", "n_heads", "n_blocks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ValueError(f"max_steps_per_epoch must be >= 1 or None, got {self.max_steps_per_epoch}")
+        files = self.input_files
+        if isinstance(files, (str, os.PathLike)):
+            files = [files]
+        if not isinstance(files, (list, tuple)) or not all(isinstance(f, (str, os.PathLike)) for f in files):
+            raise ValueError(f"input_files must be a list of file paths, got {self.input_files!r} "
+                             "(for example input_files=['input_files/3seqs.txt'])")
+        self.input_files = [os.fspath(f) for f in files]
+        for f in dataclasses.fields(self):
+            if f.name != "input_files":
+                setattr(self, f.name, _checked(f, getattr(self, f.name)))
         if self.tinystories_weight == 0.0 and not self.input_files:
             raise ValueError("tinystories_weight is 0 but no input_files were given: "
                              "pass input_files=['input_files/3seqs.txt'] or a tinystories_weight > 0")
@@ -122,3 +186,28 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """A JSON-ready dict of every field."""
         return dataclasses.asdict(self)
+
+    def run_fields(self) -> dict:
+        """The fields that change what a checkpoint means; the run id hashes them (store.run_identity)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["run_id"]}
+
+
+def _checked(f: dataclasses.Field, value):
+    """``value`` converted to the field's type (an int for an int field, ...), or a ValueError that names a valid one."""
+    kind, optional = field_kind(f)
+    if value is None and optional:
+        return None
+    if isinstance(value, os.PathLike) and kind is str:
+        value = os.fspath(value)
+    is_bool = isinstance(value, bool)
+    ok = {int: isinstance(value, numbers.Integral) and not is_bool,
+          float: isinstance(value, numbers.Real) and not is_bool, bool: is_bool, str: isinstance(value, str)}[kind]
+    words, test = f.metadata["check"] or ("", None)
+    choices = f.metadata["choices"]
+    if ok:
+        value = kind(value)
+    if not ok or (test and not test(value)) or (choices and value not in choices):
+        what = f"one of {', '.join(map(repr, choices))}" if choices else f"{_TYPE_WORDS[kind]} {words}".strip()
+        raise ValueError(f"{f.name} must be {what}{' or None' if optional else ''}, got {value!r} "
+                         f"(for example {f.name}={f.metadata['example']!r})")
+    return value

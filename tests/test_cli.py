@@ -1,11 +1,16 @@
 """pico.py: the course's flags run as written, and bad input gets an error that names the fix."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import signal
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
+
+from pico_helpers.config import TrainConfig
 
 
 def run(args, tmp_path, env_extra=None):
@@ -46,3 +51,65 @@ def test_tinystories_from_a_local_file(tmp_path, tinystories_file):
             {"PICO_TINYSTORIES": str(tinystories_file)})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Sequences loaded: 30 from TinyStories, 0 from input files" in r.stdout
+
+
+# --- flags built from TrainConfig, and bad values caught before any training ---
+
+def load_pico():
+    spec = importlib.util.spec_from_file_location("pico_cli", ROOT / "pico.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_config_field_is_a_flag_with_its_default():
+    pico = load_pico()
+    config = pico.config_from_args(pico.parse_args([]))
+    # the starter's --device_id default is cuda:0 (falling back with a message); every other default is TrainConfig's
+    assert config == TrainConfig(device_id="cuda:0")
+    args = pico.parse_args(["--bf16", "off", "--compile", "--input_files", "a.txt", "b.txt", "--max_steps_per_epoch",
+                            "7", "--positional", "rope"])
+    config = pico.config_from_args(args)
+    assert (config.bf16, config.compile, config.input_files, config.max_steps_per_epoch, config.positional) == \
+        (False, True, ["a.txt", "b.txt"], 7, "rope")
+    assert pico.config_from_args(pico.parse_args(["--bf16", "on"])).bf16 is True
+
+
+@pytest.mark.parametrize("bad", [
+    dict(learning_rate=-1), dict(learning_rate=float("nan")), dict(learning_rate="0.01"), dict(block_size=1.5),
+    dict(block_size=True), dict(batch_size=2.5), dict(bf16="off"), dict(compile="no"), dict(tinystories_stories=0),
+    dict(tinystories_stories=-5), dict(block_size=1), dict(positional="absolute"), dict(max_steps_per_epoch=0)])
+def test_bad_config_values_name_the_field_and_a_valid_one(bad):
+    (name, value), = bad.items()
+    with pytest.raises(ValueError, match=rf"^{name} must be .*, got .*\(for example {name}="):
+        TrainConfig.quick(**bad)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--learning_rate", "-1"], "learning_rate must be a number > 0"),
+    (["--block_size", "1"], "block_size must be an integer >= 2"),
+    (["--new_tokens", "-5"], "--new_tokens must be an integer >= 1"),
+    (["--device_id", "banana"], "device_id 'banana' is not a torch device"),
+    (["--models", "lstm_seq", "kvcache_transformer", "--n_heads", "3"], "not divisible by n_heads=3"),
+])
+def test_bad_flags_end_in_one_line_before_any_training(tmp_path, flags, message):
+    r = run(["--block_size", "16", "--embed_size", "32", "--tinystories_weight", "0", "--input_files",
+             "input_files/3seqs.txt", "--max_steps_per_epoch", "2", "--epochs", "1", *flags], tmp_path)
+    assert r.returncode == 2, r.stdout[-2000:]
+    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "=== Training" not in r.stdout and not any(tmp_path.iterdir())
+
+
+def test_ctrl_c_saves_and_ends_in_one_message(tmp_path):
+    p = subprocess.Popen([sys.executable, "pico.py", "--block_size", "16", "--embed_size", "16", "--tinystories_weight",
+                          "0", "--input_files", "input_files/3seqs.txt", "--log_every", "1", "--epochs", "1",
+                          "--sample_every_s", "0", "--output_dir", str(tmp_path)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if "partial average loss" in line:
+            p.send_signal(signal.SIGINT)
+            break
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "interrupted: checkpoint saved" in out and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "lstm_seq" / "checkpoint.pt").is_file()

@@ -133,7 +133,7 @@ def test_load_corpus_mixture(tinystories_file):
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="tinystories_weight must be in"):
+    with pytest.raises(ValueError, match=r"tinystories_weight must be a number in \[0, 1\]"):
         TrainConfig(tinystories_weight=1.5)
     with pytest.raises(ValueError, match="no input_files"):
         TrainConfig(tinystories_weight=0.0)

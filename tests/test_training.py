@@ -1,88 +1,132 @@
-"""The training engine: it learns, keeps a history, checkpoints atomically, resumes, never overwrites."""
+"""The training engine: it learns, keeps a History, checkpoints atomically, resumes exactly, never overwrites."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import os
+import signal
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from pico_helpers.analysis import plots
 from pico_helpers.config import TrainConfig
-from pico_helpers.data import load_corpus
+from pico_helpers.data import MixedSequenceDataset, load_corpus
 from pico_helpers.models import build_model
-from pico_helpers.training.loop import evaluate, load_checkpoint, pick_device, train
+from pico_helpers.training import (Callback, History, RunStore, data_fingerprint, evaluate, load_checkpoint,
+                                   pick_device, run_identity, train)
+import pico_helpers.training.loop as loop
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     cfg = TrainConfig.quick(output_dir=str(out), embed_size=32, max_steps_per_epoch=30, epochs=2,
-                            compact_vocab=True, log_every=0, device_id="cpu", learning_rate=1e-2)
+                            compact_vocab=True, log_every=0, device_id="cpu", learning_rate=1e-2, test_fraction=0.02)
     return cfg, load_corpus(cfg)
+
+
+def fit(cfg, corpus, name="run", **kwargs):
+    return train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name=name, **kwargs)
 
 
 def test_lstm_learns_and_history_is_complete(setup):
     cfg, corpus = setup
     model = build_model("lstm_seq", cfg, corpus.vocab_size)
     before = evaluate(model, corpus.val, 64)
-    history = train(model, corpus, cfg, name="lstm", progress=False)
-    assert len(history["step_loss"]) == 60 and history["epoch_end_step"] == [30, 60]
-    assert history["epoch_val_loss"][-1] < before - 1.0, (before, history["epoch_val_loss"])
-    assert history["finished"] and history["tokens_per_s"] > 0 and history["tokens_seen"] > 0
+    history = train(model, corpus, cfg, name="lstm")
+    assert len(history.step_loss) == 60 and history.epoch_end_step == [30, 60]
+    assert history.epoch_val_loss[-1] < before - 1.0, (before, history.epoch_val_loss)
+    assert history.finished and history.tokens_per_s > 0 and history.tokens_seen > 0
+    # about ten validation points a run, at regular steps; the epoch ends' values among them
+    assert [s for s, _ in history.val_points] == list(range(6, 61, 6))
+    assert dict(history.val_points)[30] == history.epoch_val_loss[0]
     saved = json.loads(open(f"{cfg.output_dir}/lstm/history.json").read())
-    assert saved["epoch_val_loss"] == history["epoch_val_loss"]
+    assert saved["epoch_val_loss"] == history.epoch_val_loss
+    assert History.from_json(f"{cfg.output_dir}/lstm/history.json") == history
     ckpt = load_checkpoint(f"{cfg.output_dir}/lstm/checkpoint.pt")
-    assert set(ckpt) >= {"model", "optimizer", "config", "history", "epoch"} and ckpt["epoch"] == 2
+    assert set(ckpt) >= {"model", "optimizer", "config", "history", "epoch", "run_id"} and ckpt["epoch"] == 2
     assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    assert history.figure and os.path.isfile(history.figure)
 
 
 def test_resume_continues_where_it_stopped(setup):
     cfg, corpus = setup
     one = cfg.replace(epochs=1)
-    m1 = build_model("lstm_seq", one, corpus.vocab_size)
-    train(m1, corpus, one, name="resume", progress=False)
+    fit(one, corpus, "resume")
     m2 = build_model("lstm_seq", cfg, corpus.vocab_size)
-    h2 = train(m2, corpus, cfg, name="resume", progress=False)  # epochs=2: continues with epoch 2
-    full = build_model("lstm_seq", cfg, corpus.vocab_size)
-    h_full = train(full, corpus, cfg.replace(output_dir=cfg.output_dir + "/straight"), name="resume", progress=False)
-    assert len(h2["step_loss"]) == 60
-    # same data order, same optimizer state: the resumed run retraces the uninterrupted one
-    assert h2["step_loss"] == pytest.approx(h_full["step_loss"], rel=1e-4)
+    h2 = train(m2, corpus, cfg, name="resume")  # epochs=2: continues with epoch 2
+    h_full = fit(cfg.replace(output_dir=cfg.output_dir + "/straight"), corpus, "resume")
+    assert len(h2.step_loss) == 60
+    # same data order, same optimizer state: the resumed run retraces the uninterrupted one exactly
+    assert h2.step_loss == h_full.step_loss
     m3 = build_model("lstm_seq", cfg, corpus.vocab_size)
-    h3 = train(m3, corpus, cfg, name="resume", progress=False)  # finished: returns at once, same history
-    assert h3["step_loss"] == h2["step_loss"]
+    h3 = train(m3, corpus, cfg, name="resume")  # finished: returns at once, same history
+    assert h3.step_loss == h2.step_loss
     for p, q in zip(m3.parameters(), m2.parameters()):
         assert torch.equal(p, q)
 
 
-def test_loading_a_finished_run_repeats_its_epoch_lines(setup, tmp_path, capsys):
+def test_loading_a_finished_run_repeats_its_epoch_lines_and_writes_nothing(setup, tmp_path, capsys):
     cfg, corpus = setup
     cfg = cfg.replace(output_dir=str(tmp_path), epochs=2, max_steps_per_epoch=3)
-    train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name="run", progress=False, live=False)
+    fit(cfg, corpus)
     first = [line for line in capsys.readouterr().out.splitlines() if "end of epoch" in line]
-    train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name="run", progress=False, live=False)
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
+    fit(cfg, corpus)
     again = [line for line in capsys.readouterr().out.splitlines() if "end of epoch" in line]
     assert len(first) == 2
     # the same losses and speeds, marked as read from the saved run
     assert again == [line.replace("*** end of epoch", "(saved) end of epoch") for line in first]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == files  # a read-only folder works
 
 
-def test_changed_config_moves_the_old_run_aside(setup, tmp_path):
+def test_changed_config_moves_the_old_run_aside(setup, tmp_path, capsys):
     cfg, corpus = setup
     cfg = cfg.replace(output_dir=str(tmp_path), epochs=1, max_steps_per_epoch=3)
-    train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name="run", progress=False)
+    fit(cfg, corpus)
     other = cfg.replace(learning_rate=3e-3)
-    train(build_model("lstm_seq", other, corpus.vocab_size), corpus, other, name="run", progress=False)
+    fit(other, corpus)
+    assert "config changed (learning_rate)" in capsys.readouterr().out
     kept = load_checkpoint(tmp_path / "run.prev-1" / "checkpoint.pt")
     assert kept["config"]["learning_rate"] == cfg.learning_rate
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["learning_rate"] == 3e-3
+    fit(other, corpus, resume=False)  # resume=False moves even a matching run aside
+    assert (tmp_path / "run.prev-2" / "checkpoint.pt").is_file()
 
 
-def test_interrupt_saves_a_checkpoint_that_resumes(setup, tmp_path, monkeypatch):
+def test_run_id_hashes_meaningful_fields_data_and_model(setup):
     cfg, corpus = setup
-    cfg = cfg.replace(output_dir=str(tmp_path), epochs=1, max_steps_per_epoch=10)
-    import pico_helpers.training.loop as tr
+    model = build_model("lstm_seq", cfg, corpus.vocab_size)
+    run_id = run_identity(cfg, corpus, model)
+    for same in (dict(epochs=9), dict(log_every=7), dict(max_steps_per_epoch=3), dict(prompt="1 2"),
+                 dict(output_dir="elsewhere"), dict(eval_every=2), dict(sample_every_s=5.0)):
+        assert run_identity(cfg.replace(**same), corpus, model) == run_id, same
+    assert run_identity(cfg.replace(learning_rate=3e-3), corpus, model) != run_id
+    assert run_identity(cfg, corpus, build_model("lstm_seq", cfg.replace(embed_size=16), corpus.vocab_size)) != run_id
+    # one token changed in one training line: another fingerprint, whatever the description says
+    other = [list(s) for s in corpus.train.other]
+    other[0][0] = (other[0][0] + 1) % corpus.vocab_size
+    changed = dataclasses.replace(corpus, train=MixedSequenceDataset([], other, 0.0, seed=cfg.seed))
+    assert changed.description == corpus.description and data_fingerprint(changed) != data_fingerprint(corpus)
 
-    real, calls = tr.next_token_loss, {"n": 0}
+
+# --- interrupts: a Ctrl-C at any point resumes to the losses of an uninterrupted run ---
+
+@pytest.fixture(scope="module")
+def short(setup, tmp_path_factory):
+    cfg, corpus = setup
+    cfg = cfg.replace(output_dir=str(tmp_path_factory.mktemp("short")), epochs=2, max_steps_per_epoch=8,
+                      eval_every=4)
+    return cfg, corpus, fit(cfg, corpus, "straight")
+
+
+def test_interrupt_saves_a_checkpoint_that_resumes(short, tmp_path, monkeypatch):
+    cfg, corpus, straight = short
+    cfg = cfg.replace(output_dir=str(tmp_path))
+    real, calls = loop.next_token_loss, {"n": 0}
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -90,15 +134,191 @@ def test_interrupt_saves_a_checkpoint_that_resumes(setup, tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(tr, "next_token_loss", flaky)
+    monkeypatch.setattr(loop, "next_token_loss", flaky)
     with pytest.raises(KeyboardInterrupt):
-        train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name="int", progress=False)
+        fit(cfg, corpus, "int")
     ckpt = load_checkpoint(tmp_path / "int" / "checkpoint.pt")
     assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (0, 4)
-    monkeypatch.setattr(tr, "next_token_loss", real)
-    h = train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name="int", progress=False)
-    assert len(h["step_loss"]) == 10 and h["finished"]
+    monkeypatch.setattr(loop, "next_token_loss", real)
+    h = fit(cfg, corpus, "int")
+    assert h.finished and h.step_loss == straight.step_loss
 
+
+def _sigint_after_third_update():
+    calls = {"n": 0}
+
+    def hook(optimizer, args, kwargs):  # runs inside optimizer.step(), after the update
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, between the update and the step counter
+
+    return register_optimizer_step_post_hook(hook)
+
+
+@pytest.mark.parametrize("where", ["after_optimizer_step", "epoch_end_save", "plot_redraw"])
+def test_interrupt_anywhere_resumes_to_the_same_losses(short, tmp_path, monkeypatch, where):
+    cfg, corpus, straight = short
+    cfg = cfg.replace(output_dir=str(tmp_path))
+    handle = None
+    if where == "after_optimizer_step":
+        handle = _sigint_after_third_update()
+    elif where == "epoch_end_save":
+        real_save, calls = RunStore.save, []
+
+        def save(self, *a):
+            calls.append(1)
+            if len(calls) == 1:  # the first epoch's save, after its losses were recorded
+                raise KeyboardInterrupt
+            real_save(self, *a)
+
+        monkeypatch.setattr(RunStore, "save", save)
+    else:
+        def update(self, history):
+            if history.epoch_end_step == [history.step]:  # the redraw at the end of epoch 1
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(plots.LiveLossPlot, "update", update)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit(cfg, corpus)
+    finally:
+        if handle is not None:
+            handle.remove()
+    monkeypatch.undo()
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    expected = (0, 3) if where == "after_optimizer_step" else (1, 0)
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == expected
+    assert len(ckpt["history"]["step_loss"]) == (3 if where == "after_optimizer_step" else 8)
+    resumed = fit(cfg, corpus)
+    assert resumed.step_loss == straight.step_loss  # no step applied twice, no epoch trained twice
+    assert resumed.epoch_end_step == [8, 16] and resumed.epoch_val_loss == straight.epoch_val_loss
+
+
+# --- failures that end in one clear message ---
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(setup, tmp_path, monkeypatch):
+    cfg, corpus = setup
+    cfg = cfg.replace(output_dir=str(tmp_path), epochs=2, max_steps_per_epoch=4)
+    real, calls, saved = loop.next_token_loss, {"n": 0}, []
+
+    def diverging(*a, **k):
+        loss = real(*a, **k)
+        if torch.is_grad_enabled():  # a training step, not an evaluation
+            calls["n"] += 1
+            loss = loss * float("nan") if calls["n"] == 6 else loss
+        return loss
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, history, model):
+            saved.append((tmp_path / "run" / "checkpoint.pt").read_bytes())
+
+    monkeypatch.setattr(loop, "next_token_loss", diverging)
+    with pytest.raises(ValueError, match=r"loss is nan at step 6 .*learning_rate 0.01 is probably too high.*lower"):
+        fit(cfg, corpus, callbacks=[Snapshot()])
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == saved[-1]  # epoch 1's, untouched
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert (ckpt["epoch"], ckpt["history"]["finished"], len(ckpt["history"]["step_loss"])) == (1, False, 4)
+    json.loads((tmp_path / "run" / "history.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    monkeypatch.setattr(loop, "next_token_loss", real)
+    h = fit(cfg, corpus)  # not "already trained": it continues with epoch 2
+    assert h.finished and h.step == 8
+
+
+def test_train_step_skips_the_update_of_a_non_finite_loss(setup):
+    cfg, corpus = setup
+    model = build_model("lstm_seq", cfg, corpus.vocab_size)
+    optimizer = loop.make_optimizer(model, 1e-2, torch.device("cpu"))
+    tokens = torch.tensor([[1, 2], [2, 3], [3, 4]])  # (T, B)
+    with torch.no_grad():
+        model.head.bias[0] = float("inf")  # an infinite logit: inf - inf in the softmax, a NaN loss
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert math.isnan(loop.train_step(model, optimizer, tokens))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_history_json_is_strict(tmp_path):
+    h = History(step_loss=[2.0, float("nan")], val_points=[(1, float("inf"))], epoch_val_loss=[None])
+    h.to_json(tmp_path / "h.json")
+
+    def refuse(name):
+        raise AssertionError(f"{name} in history.json")
+
+    data = json.loads((tmp_path / "h.json").read_text(), parse_constant=refuse)
+    assert data["step_loss"] == [2.0, None] and data["val_points"] == [[1, None]]
+    assert History.from_json(tmp_path / "h.json").val_points == [(1, None)]
+    assert os.listdir(tmp_path) == ["h.json"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("name", ["", "../victim", "a/b", "..", ".", "/tmp/run", "a\\b"])
+def test_run_names_are_checked(setup, tmp_path, name):
+    cfg, corpus = setup
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "keep.txt").write_text("mine")
+    cfg = cfg.replace(output_dir=str(tmp_path / "runs"), epochs=1, max_steps_per_epoch=2)
+    with pytest.raises(ValueError, match="run name"):
+        fit(cfg, corpus, name)
+    assert sorted(os.listdir(tmp_path)) == ["victim"] and (tmp_path / "victim" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated", "missing_keys"])
+def test_unreadable_checkpoint_names_the_file_and_the_way_out(setup, tmp_path, damage):
+    cfg, corpus = setup
+    cfg = cfg.replace(output_dir=str(tmp_path), epochs=1, max_steps_per_epoch=2)
+    fit(cfg, corpus)
+    path = tmp_path / "run" / "checkpoint.pt"
+    good = path.read_bytes()
+    bad = {"empty": b"", "garbage": b"not a checkpoint", "truncated": good[: len(good) // 2]}.get(damage)
+    if bad is None:
+        torch.save({"model": {}}, path)
+        bad = path.read_bytes()
+    path.write_bytes(bad)
+    with pytest.raises(ValueError, match=r"cannot read the checkpoint .*checkpoint\.pt.*resume=False"):
+        fit(cfg, corpus)
+    h = fit(cfg, corpus, resume=False)  # moves the folder aside without reading it
+    assert h.finished and (tmp_path / "run.prev-1" / "checkpoint.pt").read_bytes() == bad
+
+
+# --- verbose, callbacks, plots ---
+
+def test_quiet_run_prints_nothing_and_calls_its_callbacks(setup, tmp_path, capsys):
+    cfg, corpus = setup
+    cfg = cfg.replace(output_dir=str(tmp_path), epochs=2, max_steps_per_epoch=5, log_every=1, eval_every=2)
+
+    class Count(Callback):
+        def __init__(self):
+            self.events = []
+
+        def on_step(self, history, model):
+            self.events.append(("step", history.step))
+
+        def on_eval(self, history, model):
+            self.events.append(("eval", history.val_points[-1][0]))
+
+        def on_epoch_end(self, history, model):
+            self.events.append(("epoch", history.step))
+
+        def on_train_end(self, history, model):
+            self.events.append(("end", history.finished))
+
+    count = Count()
+    h = fit(cfg, corpus, verbose=False, callbacks=[count])
+    assert capsys.readouterr().out == ""
+    assert [e for e in count.events if e[0] != "step"] == [("eval", 2), ("eval", 4), ("epoch", 5), ("eval", 6),
+                                                            ("eval", 8), ("epoch", 10), ("end", True)]
+    assert [s for s, _ in h.val_points] == [2, 4, 5, 6, 8, 10]
+
+
+def test_loss_plot_has_log_axis_and_labels(setup, tmp_path):
+    cfg, corpus = setup
+    h = fit(cfg.replace(output_dir=str(tmp_path), epochs=1, max_steps_per_epoch=10), corpus, "lstm_3seqs")
+    ax = plots.loss_figure(h).axes[0]
+    assert ax.get_yscale() == "log" and "step" in ax.get_xlabel() and "nats" in ax.get_ylabel()
+    assert ax.get_title().startswith("lstm_3seqs on 3seqs.txt")
+    assert [line.get_label() for line in ax.lines][1:] == ["lstm_3seqs: training loss (running mean of 5 steps)",
+                                                          "lstm_3seqs: validation loss"]
+
+
+# --- devices and models ---
 
 def test_pick_device_falls_back_with_a_message(capsys):
     if torch.cuda.is_available():
@@ -118,8 +338,7 @@ def test_unknown_model_name():
 def test_compile_option_trains_and_keeps_plain_keys(setup, tmp_path):
     cfg, corpus = setup
     cfg = cfg.replace(output_dir=str(tmp_path), epochs=1, max_steps_per_epoch=2, compile=True)
-    model = build_model("lstm_seq", cfg, corpus.vocab_size)
-    h = train(model, corpus, cfg, name="compiled", progress=False)  # compiles, or falls back to eager
-    assert h["finished"] and len(h["step_loss"]) == 2
+    h = fit(cfg, corpus, "compiled")  # compiles, or falls back to eager
+    assert h.finished and len(h.step_loss) == 2
     ckpt = load_checkpoint(tmp_path / "compiled" / "checkpoint.pt")
     assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])

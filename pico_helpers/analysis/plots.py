@@ -1,12 +1,12 @@
-"""Loss plots: per-step training loss (smoothed) with per-epoch train and validation means, live in Jupyter.
+"""Loss plots of a run's History: per-step training loss (light, smoothed) with validation loss, live in Jupyter.
 
-Used by train() in every notebook, and by pico.py (saved to a file when headless).
+Used by train() (its LossPlot callback) in every notebook and by pico.py, which saves the figure as loss.png.
 """
 from __future__ import annotations
 
-from pathlib import Path
+__all__ = ["plot_history", "plot_histories", "loss_figure", "LiveLossPlot", "in_notebook", "running_mean"]
 
-__all__ = ["plot_history", "plot_histories", "LiveLossPlot", "in_notebook", "running_mean"]
+LOSS_LABEL = "loss (cross-entropy, nats per token)"
 
 
 def in_notebook() -> bool:
@@ -30,95 +30,101 @@ def running_mean(values: list[float], window: int) -> list[float]:
     return out
 
 
-def _epoch_x(history: dict) -> list[float]:
-    """The step at which each epoch ended (x position of the epoch markers)."""
-    return [float(s) for s in history.get("epoch_end_step", [])]
+def _window(n_steps: int) -> int:
+    return max(5, n_steps // 50)  # about 2 % of the run: smooth, yet a trend of a few % of the steps still shows
 
 
-def plot_history(history: dict, ax=None, title: str | None = None, smooth: int | None = None, color=None):
-    """Draw one run: light per-step loss, its running mean, and per-epoch train/validation markers.
+def _finish_axes(ax, title: str, ylabel: str = LOSS_LABEL):
+    from matplotlib.ticker import FuncFormatter
 
-    Args:
-        history: the dict returned by train() (step_loss, epoch_end_step, epoch_train_loss, epoch_val_loss).
-        ax: matplotlib Axes to draw on; a new figure if None.
-        title: defaults to "<model> on <data>".
-        smooth: running-mean window in steps; default about 2% of the steps (at least 5).
-    Returns the Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4.5))
-    steps = list(range(1, len(history["step_loss"]) + 1))
-    label = history.get("model", "model")
-    if steps:
-        window = smooth or max(5, len(steps) // 50)
-        line, = ax.plot(steps, history["step_loss"], alpha=0.25, lw=0.8, color=color)
-        color = line.get_color()
-        ax.plot(steps, running_mean(history["step_loss"], window), lw=1.6, color=color,
-                label=f"{label}: train loss per step (mean of {window})")
-    ex = _epoch_x(history)
-    if history.get("epoch_train_loss"):
-        ax.plot(ex, history["epoch_train_loss"], "o", ms=7, color=color, mec="black",
-                label=f"{label}: epoch mean train loss")
-    val = [(x, v) for x, v in zip(ex, history.get("epoch_val_loss", [])) if v is not None]
-    if val:
-        ax.plot([x for x, _ in val], [v for _, v in val], "s--", ms=7, color=color, mec="black", mfc="white",
-                label=f"{label}: epoch validation loss")
-    ax.set_xlabel("training step (batches)")
-    ax.set_ylabel("cross-entropy (nats per token)")
-    ax.set_title(title or f"{label} on {history.get('data', 'data')}", fontsize=10, wrap=True)
-    ax.grid(alpha=0.3)
+    ax.set_yscale("log")  # plain numbers on the log axis, the in-between ticks labelled at 2, 3 and 5
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}" if f"{y:.0e}"[0] in "235" else ""))
+    ax.set_xlabel("training step (one batch each)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10, wrap=True)
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_history(history, ax=None, title: str | None = None, smooth: int | None = None, color=None):
+    """Draw one run: light per-step training loss, its running mean, and validation loss at its steps.
+
+    Args:
+        history: a History from train() (step_loss, val_points, model, data).
+        ax: matplotlib Axes to draw on; a new figure if None.
+        title: default "<run> on <data>".
+        smooth: running-mean window in steps; default about 2 % of the steps (at least 5).
+    Returns the Axes.
+    """
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(8, 4.5))
+    losses = history.step_loss
+    if losses:
+        window = smooth or _window(len(losses))
+        steps = range(1, len(losses) + 1)
+        line, = ax.plot(steps, losses, alpha=0.25, lw=0.8, color=color)
+        color = line.get_color()
+        ax.plot(steps, running_mean(losses, window), lw=1.6, color=color,
+                label=f"{history.model}: training loss (running mean of {window} steps)")
+    val = [(s, v) for s, v in history.val_points if v is not None]
+    if val:
+        ax.plot(*zip(*val), "o--", ms=5, color=color, mec="black", mfc="white", label=f"{history.model}: validation loss")
+    data = history.data.split(", tinystories_weight")[0]  # the sources, without the sizes and switches
+    return _finish_axes(ax, title or f"{history.model} on {data or 'its data'}")
 
 
 def plot_histories(histories: dict, title: str, ax=None, what: str = "val"):
-    """Compare runs: validation (``what="val"``) or smoothed train loss curves of several histories on one Axes."""
-    import matplotlib.pyplot as plt
+    """Compare runs on one Axes: their validation loss (``what="val"``) or smoothed training loss (``"train"``).
 
+    Args:
+        histories: label -> History.
+        title: the plot's title (name the models and the data).
+    """
+    if what not in ("val", "train"):
+        raise ValueError(f"what must be 'val' or 'train', got {what!r}")
     if ax is None:
+        import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=(8, 4.5))
-    for name, h in histories.items():
+    for label, h in histories.items():
         if what == "val":
-            ex = _epoch_x(h)
-            pts = [(x, v) for x, v in zip(ex, h.get("epoch_val_loss", [])) if v is not None]
-            ax.plot([x for x, _ in pts], [v for _, v in pts], "o-", label=name)
+            points = [(s, v) for s, v in h.val_points if v is not None]
+            if points:
+                ax.plot(*zip(*points), "o-", ms=3, label=label)
         else:
-            steps = range(1, len(h["step_loss"]) + 1)
-            ax.plot(steps, running_mean(h["step_loss"], max(5, len(h["step_loss"]) // 50)), label=name)
-    ax.set_xlabel("training step (batches)")
-    ax.set_ylabel(("validation" if what == "val" else "training") + " cross-entropy (nats per token)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax
+            ax.plot(range(1, len(h.step_loss) + 1), running_mean(h.step_loss, _window(len(h.step_loss))), label=label)
+    return _finish_axes(ax, title, ("validation " if what == "val" else "training (running mean) ") + LOSS_LABEL)
+
+
+def loss_figure(history, title: str | None = None):
+    """``plot_history`` on a bare matplotlib Figure (no pyplot state, no GUI window), e.g. to save as loss.png."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    plot_history(history, ax=fig.add_subplot(111), title=title)
+    fig.tight_layout()
+    return fig
 
 
 class LiveLossPlot:
-    """One loss figure for a training run: updated in place in Jupyter, saved to ``path`` when done.
+    """A loss figure shown once in a Jupyter cell and then redrawn in place (no pile of figures).
 
-    In a notebook the figure is displayed once and then replaced in place (no pile of figures);
-    headless it is only written to ``path``.
+    Args:
+        live: draw at all; default only inside Jupyter.
+        title: passed to plot_history.
     """
 
-    def __init__(self, path: str | Path | None = None, live: bool | None = None, title: str | None = None):
-        self.path = Path(path) if path else None
+    def __init__(self, live: bool | None = None, title: str | None = None):
         self.live = in_notebook() if live is None else live
         self.title = title
         self._handle = None
 
-    def _figure(self, history: dict):
-        # A bare Figure needs no pyplot state or GUI backend, so training never opens windows.
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(8, 4.5), dpi=100)
-        plot_history(history, ax=fig.add_subplot(111), title=self.title)
-        fig.tight_layout()
-        return fig
-
-    def update(self, history: dict) -> None:
-        """Redraw with the latest history (in a notebook only; cheap enough for every few hundred steps)."""
+    def update(self, history) -> None:
+        """Redraw with the latest history (cheap enough for a dozen times a run)."""
         if not self.live:
             return
         import io
@@ -126,18 +132,9 @@ class LiveLossPlot:
         from IPython.display import Image, display
 
         buf = io.BytesIO()
-        self._figure(history).savefig(buf, format="png", dpi=100)
+        loss_figure(history, self.title).savefig(buf, format="png", dpi=100)
         image = Image(data=buf.getvalue(), format="png")
         if self._handle is None:
             self._handle = display(image, display_id=True)
         else:
             self._handle.update(image)
-
-    def finish(self, history: dict) -> Path | None:
-        """Final redraw; save the figure to ``path`` (if given) and return that path."""
-        self.update(history)
-        if self.path is None:
-            return None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._figure(history).savefig(self.path, dpi=120)
-        return self.path

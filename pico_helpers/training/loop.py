@@ -1,42 +1,42 @@
-"""One training engine for every model: device choice, the loop, validation, loss history, checkpoints.
+"""The training loop in small parts: device, optimizer, one step, one epoch, evaluation, and train() around them.
 
-Used in every notebook and by pico.py.
+Used in every notebook and by pico.py. train() keeps each run in a RunStore (store.py) and returns a History.
 """
 from __future__ import annotations
 
-import json
+import itertools
 import math
-import os
-import sys
+import signal
+import threading
 import time
-from contextlib import nullcontext
-from pathlib import Path
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import torch
 
 from pico_helpers.config import TrainConfig
-from pico_helpers.models import count_parameters
 from pico_helpers.data import Corpus, iterate_batches
+from pico_helpers.models import count_parameters
+from pico_helpers.training.callbacks import LossPlot, TextSamples
+from pico_helpers.training.history import History
 from pico_helpers.training.losses import next_token_loss
-from pico_helpers.analysis.plots import LiveLossPlot
+from pico_helpers.training.store import RunStore, load_checkpoint, run_identity
 
-__all__ = ["pick_device", "make_optimizer", "evaluate", "train", "load_checkpoint", "run_dir"]
+__all__ = ["pick_device", "make_optimizer", "evaluate", "train_step", "train_epoch", "train", "Position",
+           "load_checkpoint"]
 
-# Fields that do not change what a checkpoint means: a run may resume with different values.
-_RESUMABLE_FIELDS = {"epochs", "max_steps_per_epoch", "log_every", "sample_every_s", "prompt", "device_id",
-                     "output_dir", "compile", "tinystories_path"}
+VAL_SAMPLE = 64  # held-out sequences scored at a mid-epoch validation point: ten a run cost little next to training
 
 
-# --- device ---
+# --- device and optimizer ---
 
 def pick_device(device_id: str | None = None, verbose: bool = True) -> torch.device:
     """``device_id`` if it is usable, else cuda > mps > cpu. A missing requested device says so and falls back."""
+    def has_mps():
+        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
     def auto():
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps() else "cpu")
 
     if device_id in (None, "", "auto"):
         return auto()
@@ -44,30 +44,26 @@ def pick_device(device_id: str | None = None, verbose: bool = True) -> torch.dev
         device = torch.device(device_id)
     except RuntimeError as err:
         raise ValueError(f"device_id {device_id!r} is not a torch device; use cpu, cuda, cuda:0, mps or auto") from err
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        fallback = auto()
-        if verbose:
-            print(f"Requested device {device_id} is not available (CUDA GPUs: {torch.cuda.device_count()}); "
-                  f"using {fallback} instead.")
-        return fallback
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        if verbose:
-            print(f"Requested device {device_id} is not available; using cpu instead.")
-        return torch.device("cpu")
-    return device
+    missing = ((device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count())
+               or (device.type == "mps" and not has_mps()))
+    if not missing:
+        return device
+    fallback = auto() if device.type == "cuda" else torch.device("cpu")
+    if verbose:
+        print(f"Requested device {device_id} is not available (CUDA GPUs: {torch.cuda.device_count()}); "
+              f"using {fallback} instead.")
+    return fallback
 
 
 def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
     if config.bf16 is not None:
-        return bool(config.bf16)
+        return config.bf16
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
-
-# --- optimizer ---
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Optimizer:
     """Adam (the starter's optimizer), fused into one kernel per step where this torch supports it."""
@@ -79,14 +75,50 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, device: torch.d
 
 
 class _CompiledView:
-    """hidden() compiled with torch.compile, head shared: the state dict keeps its plain keys."""
+    """``model.hidden`` under torch.compile with ``model.head`` shared, so the state dict keeps its plain keys.
 
-    def __init__(self, model):
-        self.hidden = torch.compile(model.hidden)
-        self.head = model.head
+    torch.compile fails lazily, at the first call; then this says so once and goes on in eager mode.
+    """
+
+    def __init__(self, model: torch.nn.Module, say=print):
+        self.model, self.head, self.say = model, model.head, say
+        self.compiled = torch.compile(model.hidden)
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(idx)
+            except Exception as err:  # a backend or tracing failure; the eager call below re-raises real errors
+                self.say(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); continuing in eager mode.")
+                self.compiled = None
+        return self.model.hidden(idx)
 
 
-# --- evaluation ---
+# --- one step, one evaluation ---
+
+def train_step(model, optimizer: torch.optim.Optimizer, tokens: torch.Tensor, mask: torch.Tensor | None = None,
+               bf16: bool = False, loss_chunk_size: int | None = None) -> float:
+    """One optimizer step on one batch: next-token loss, backward, Adam update. Returns the loss before the update.
+
+    A non-finite loss is returned without applying its update, so the weights stay as they were.
+
+    Args:
+        model: follows the model contract (``hidden`` and ``head``): the model, or its compiled view.
+        optimizer: over the model's parameters (make_optimizer).
+        tokens: (T, B) long token ids on the model's device.
+        mask: (T, B) bool, True = real token; padding never counts in the loss.
+        bf16: run the forward under bfloat16 autocast.
+        loss_chunk_size: rows per chunk of the fused loss; None = its default.
+    """
+    with _autocast(tokens.device, bf16):
+        loss = next_token_loss(model, tokens, mask, **({"chunk_size": loss_chunk_size} if loss_chunk_size else {}))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    value = float(loss.detach())  # syncs the device, so step timings are honest
+    if math.isfinite(value):
+        optimizer.step()
+    return value
+
 
 @torch.no_grad()
 def evaluate(model, dataset, batch_size: int = 16, device=None, bf16: bool = False,
@@ -112,217 +144,207 @@ def evaluate(model, dataset, batch_size: int = 16, device=None, bf16: bool = Fal
     return total / count if count else None
 
 
-# --- checkpoints ---
-
-def run_dir(config: TrainConfig, name: str) -> Path:
-    """Folder of a named run: <output_dir>/<name>/ (checkpoint.pt, history.json, loss.png)."""
-    return Path(config.output_dir) / name
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(obj, (dict, list)) and path.suffix == ".json":
-        tmp.write_text(json.dumps(obj, indent=1))
-    else:
-        torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _val_sample(val):
+    """An evenly spaced, fixed sample of at most VAL_SAMPLE held-out sequences (all of them if fewer)."""
+    if val is None or len(val) <= VAL_SAMPLE:
+        return val
+    return torch.utils.data.Subset(val, [i * len(val) // VAL_SAMPLE for i in range(VAL_SAMPLE)])
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint written by train() (tensors and plain data only: ``weights_only=True``)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+# --- one epoch ---
+
+@dataclass
+class Position:
+    """Where a run stands: its epoch, the steps done in that epoch and the sum of their losses."""
+
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
 
 
-def _meaning(config_dict: dict) -> dict:
-    return {k: v for k, v in config_dict.items() if k not in _RESUMABLE_FIELDS}
-
-
-def _set_aside(folder: Path, reason: str) -> None:
-    k = 1
-    while folder.with_name(f"{folder.name}.prev-{k}").exists():
-        k += 1
-    target = folder.with_name(f"{folder.name}.prev-{k}")
-    os.replace(folder, target)
-    print(f"{reason}: the earlier run in {folder} was moved to {target} (nothing deleted).")
-
-
-# --- the training loop ---
-
-def _new_history(name: str, corpus: Corpus, config: TrainConfig, model, device, bf16: bool) -> dict:
-    return {"model": name, "data": corpus.description, "config": config.to_dict(), "device": str(device),
-            "bf16": bf16, "n_params": count_parameters(model), "vocab_size": corpus.vocab_size,
-            "step_loss": [], "epoch_end_step": [], "epoch_train_loss": [], "epoch_val_loss": [],
-            "epoch_tokens_per_s": [], "tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0,
-            "samples": [], "finished": False}
-
-
-def _print_samples(model, enc, config: TrainConfig, history: dict, step: int, write) -> None:
-    from pico_helpers.sample.generate import generate_text
-
-    try:
-        greedy, _ = generate_text(model, enc, config.prompt, max_new_tokens=20)
-        top_p, _ = generate_text(model, enc, config.prompt, max_new_tokens=20, top_p=0.95, seed=step)
-    except ValueError as err:  # e.g. a prompt outside a compact vocabulary
-        write(f"  (no sample: {err})")
+@contextmanager
+def _hold_interrupts():
+    """Hold a Ctrl-C (SIGINT) until the block is done: an update and its record happen together or not at all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    write(f"  [{history['model']}] sample at step {step}, greedy: {greedy!r}")
-    write(f"  [{history['model']}] sample at step {step}, top-p 0.95: {top_p!r}")
-    history["samples"].append({"step": step, "greedy": greedy, "top_p_0.95": top_p})
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
-def _print_saved_epochs(name: str, history: dict) -> None:
-    """Repeat the end-of-epoch lines of a loaded run, so its losses show as they did when it trained."""
-    speeds = history.get("epoch_tokens_per_s") or []
-    for i, (train_loss, val) in enumerate(zip(history["epoch_train_loss"], history["epoch_val_loss"])):
-        speed = speeds[i] if i < len(speeds) else None
-        val_text = f"{val:.4f}" if val is not None else "n/a (no validation split)"
-        speed_text = f", {speed:,.0f} tokens/s" if speed else ""
-        print(f"[{name}] (saved) end of epoch {i + 1}: train loss {train_loss:.4f}, validation loss {val_text}"
-              f"{speed_text}")
+def _call(hooks, event: str, history: History, model) -> None:
+    for hook in hooks:
+        method = getattr(hook, event, None)
+        if method is not None:
+            method(history, model)
 
 
-def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str = "model",
-          resume: bool = True, live: bool | None = None, progress: bool = True) -> dict:
-    """Train ``model`` on ``corpus`` with ``config``; return the loss history (also saved as JSON).
+def _epoch_line(history: History, i: int, mark: str) -> str:
+    val, speed = history.epoch_val_loss[i], history.epoch_tokens_per_s[i]
+    val_text = f"{val:.4f}" if val is not None else "n/a (no validation split)"
+    train_loss, uniform = history.epoch_train_loss[i], math.log(max(history.vocab_size, 2))
+    warn = f" (far above ln(vocab) = {uniform:.2f}, a uniform guess: lower the learning rate)" if train_loss > 2 * uniform else ""
+    return (f"[{history.model}] {mark} end of epoch {i + 1}: train loss {train_loss:.4f}, validation loss {val_text}"
+            + (f", {speed:,.0f} tokens/s" if speed else "") + warn)
 
-    Writes <output_dir>/<name>/{checkpoint.pt, history.json, loss.png}. With ``resume`` (default) a
-    matching earlier run continues where it stopped (a finished one returns at once); a run whose
-    config differs, or any run when ``resume=False``, is moved aside to <name>.prev-N, never deleted.
-    Ctrl-C (or Jupyter's interrupt) saves a checkpoint first, so running again continues from there.
+
+def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: History, position: Position,
+                step_model=None, bf16: bool = False, hooks=(), say=print) -> None:
+    """Train to the end of epoch ``position.epoch`` from its step ``position.step``, then record the epoch.
+
+    The batch order is fixed by (seed, epoch), so resuming skips the batches already trained on. Each step's loss
+    enters ``history`` and ``position`` together with its update (a Ctrl-C waits for both), and the epoch's means
+    enter together with the move to the next epoch, so a checkpoint taken at any interrupt resumes exactly.
+
+    Args:
+        model, optimizer: the model (on its device) and its optimizer.
+        corpus, config: the data (corpus.train, corpus.val) and the run's sizes (batch_size, max_steps_per_epoch,
+            log_every, eval_every, loss_chunk_size).
+        history, position: updated in place.
+        step_model: what the training loss runs through (the compiled view); default ``model``.
+        hooks: callbacks (on_step, on_eval).
+    Raises ValueError at a non-finite loss; that step's update is not applied.
+    """
+    device, step_model = next(model.parameters()).device, step_model or model
+    n_steps = math.ceil(len(corpus.train) / config.batch_size)
+    n_steps = min(n_steps, config.max_steps_per_epoch or n_steps)
+    every = config.eval_every if config.eval_every is not None else max(1, config.epochs * n_steps // 10)
+    corpus.train.set_epoch(position.epoch)
+    batches = iterate_batches(corpus.train, config.batch_size, shuffle=True, seed=config.seed, epoch=position.epoch)
+    tokens_done, time_done = 0, 0.0
+    for i, (tokens, mask) in enumerate(itertools.islice(batches, n_steps)):
+        if i < position.step:
+            continue
+        t0 = time.perf_counter()
+        tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+        with _hold_interrupts():
+            loss = train_step(step_model, optimizer, tokens, mask, bf16, config.loss_chunk_size)
+            if not math.isfinite(loss):
+                raise ValueError(
+                    f"[{history.model}] the training loss is {loss} at step {history.step + 1} (epoch "
+                    f"{position.epoch + 1}): learning_rate {config.learning_rate:g} is probably too high, try a lower "
+                    f"one (e.g. {config.learning_rate / 10:g}). Training stopped before that update; the last "
+                    "checkpoint was left as it was.")
+            dt, n_tok = time.perf_counter() - t0, int(mask.sum())
+            history.step_loss.append(loss)
+            history.tokens_seen += n_tok
+            history.train_time_s += dt
+            position.step, position.loss_sum = i + 1, position.loss_sum + loss
+        tokens_done, time_done = tokens_done + n_tok, time_done + dt
+        if config.log_every and position.step % config.log_every == 0:
+            say(f"[{history.model}] epoch {position.epoch + 1}, step {position.step}/{n_steps}: "
+                f"partial average loss {position.loss_sum / position.step:.4f}")
+        if every and history.step % every == 0 and position.step < n_steps and corpus.val is not None:
+            val = evaluate(model, _val_sample(corpus.val), config.batch_size, device, bf16, config.loss_chunk_size)
+            history.val_points.append((history.step, val))
+            _call(hooks, "on_eval", history, model)
+        _call(hooks, "on_step", history, model)
+    val = evaluate(model, corpus.val, config.batch_size, device, bf16, config.loss_chunk_size)
+    with _hold_interrupts():
+        history.epoch_end_step.append(history.step)
+        history.epoch_train_loss.append(position.loss_sum / max(position.step, 1))
+        history.epoch_val_loss.append(val)
+        history.epoch_tokens_per_s.append(tokens_done / time_done if time_done else None)
+        if val is not None:
+            history.val_points.append((history.step, val))
+        position.epoch, position.step, position.loss_sum = position.epoch + 1, 0, 0.0
+    say(_epoch_line(history, len(history.epoch_end_step) - 1, "***"))
+
+
+# --- a whole run ---
+
+def _quiet(*args, **kwargs) -> None:
+    pass
+
+
+def _open_run(store: RunStore, run_id: str, model, optimizer, config: TrainConfig, resume: bool, say):
+    """(history, position) of the matching earlier run, loaded into model and optimizer; else (None, Position())
+    after moving whatever is in the folder aside to <name>.prev-N."""
+    ckpt = store.load() if resume else None
+    if ckpt is not None and ckpt.get("run_id") == run_id:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history = History.from_dict(ckpt["history"])
+        position = Position(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["epoch_loss_sum"])
+        if history.finished and position.epoch >= config.epochs:
+            say(f"[{store.name}] already trained ({history.step} steps): loaded {store.checkpoint}")
+        else:
+            say(f"[{store.name}] resuming from {store.checkpoint}: epoch {position.epoch + 1}, step {position.step} "
+                f"({history.step} steps done)")
+        for i in range(len(history.epoch_end_step)):
+            say(_epoch_line(history, i, "(saved)"))
+        return history, position
+    if store.in_use():
+        changed = [k for k, v in config.run_fields().items() if ckpt and ckpt["config"].get(k) != v]
+        reason = ("resume=False" if not resume else "no checkpoint in the run's folder" if ckpt is None
+                  else f"config changed ({', '.join(changed)})" if changed else "data or model changed")
+        say(f"{reason}: the earlier run in {store.folder} was moved to {store.set_aside()} (nothing deleted).")
+    return None, Position()
+
+
+def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str = "model", resume: bool = True,
+          verbose: bool = True, callbacks=()) -> History:
+    """Train ``model`` on ``corpus`` with ``config``; return its History (also saved as history.json).
+
+    Writes <output_dir>/<name>/{checkpoint.pt, history.json, loss.png}. With ``resume`` (default) an earlier run
+    with the same run id (config, data and model; store.run_identity) continues where it stopped, and a finished
+    one returns at once. Any other earlier run, or any run when ``resume=False``, is moved aside to
+    <name>.prev-N unread, never deleted. Ctrl-C (or Jupyter's interrupt) saves a checkpoint first, so running
+    the same call again continues from there.
 
     Args:
         model: any model with the course contract, (seq_len, batch) ids -> (seq_len, batch, vocab) logits.
         corpus: from load_corpus(config): train/val datasets, tokenizer, description.
-        config: batch_size, epochs, learning_rate, max_steps_per_epoch, seed, device_id, bf16, ...
-        name: the run's name (a folder under output_dir, the plot's legend).
-        live: redraw the loss figure in place during training (default: only inside Jupyter).
-        progress: show a tqdm progress bar.
+        config: batch_size, epochs, learning_rate, max_steps_per_epoch, seed, device_id, bf16, compile, ...
+        name: the run's name: a plain folder name under output_dir, and the plots' label.
+        verbose: print the progress lines and draw the live plot in Jupyter; False prints nothing (errors raise).
+        callbacks: more hooks (training.callbacks.Callback) after the loss plot and the text samples.
     """
-    from tqdm.auto import tqdm
-
-    device = pick_device(config.device_id)
-    bf16 = _use_bf16(config, device)
-    folder = run_dir(config, name)
-    ckpt_path, hist_path = folder / "checkpoint.pt", folder / "history.json"
+    say = print if verbose else _quiet
+    store = RunStore(config.output_dir, name)
+    device = pick_device(config.device_id, verbose=verbose)
     model.to(device)
     optimizer = make_optimizer(model, config.learning_rate, device)
-    history = _new_history(name, corpus, config, model, device, bf16)
-    start_epoch, skip_steps, epoch_sum, epoch_n = 0, 0, 0.0, 0
+    run_id = run_identity(config, corpus, model)
+    history, position = _open_run(store, run_id, model, optimizer, config, resume, say)
+    if history is None:
+        history = History(model=name, data=corpus.description, run_id=run_id, n_params=count_parameters(model),
+                          vocab_size=corpus.vocab_size)
+        say(f"[{name}] {history.n_params:,} parameters on {device}"
+            f"{' (bf16 autocast)' if _use_bf16(config, device) else ''}; data: {corpus.description}")
+    elif history.finished and position.epoch >= config.epochs:
+        return history  # nothing written: a finished run loads from a read-only folder too
+    history.config, history.device, history.bf16 = config.to_dict(), str(device), _use_bf16(config, device)
+    hooks = [LossPlot(store, live=None if verbose else False),
+             TextSamples(corpus.enc, config.prompt, config.sample_every_s, say), *callbacks]
+    step_model = _CompiledView(model, say) if config.compile else model
+    wall0, wall_before = time.perf_counter(), history.wall_time_s
 
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        same = (_meaning(ckpt["config"]) == _meaning(config.to_dict()) and ckpt["history"]["model"] == name
-                and ckpt["history"]["data"] == corpus.description)
-        if resume and same:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            history = ckpt["history"]
-            history["config"] = config.to_dict()
-            start_epoch, skip_steps = ckpt["epoch"], ckpt["step_in_epoch"]
-            epoch_sum, epoch_n = ckpt["epoch_loss_sum"], ckpt["epoch_loss_n"]
-            if start_epoch >= config.epochs:
-                print(f"[{name}] already trained ({len(history['step_loss'])} steps): loaded {ckpt_path}")
-            else:
-                print(f"[{name}] resuming from {ckpt_path}: epoch {start_epoch + 1}, step {skip_steps} "
-                      f"({len(history['step_loss'])} steps done)")
-            _print_saved_epochs(name, history)
-        else:
-            _set_aside(folder, "config or data changed" if resume else "resume=False")
-    elif folder.exists() and any(folder.iterdir()):
-        _set_aside(folder, "a folder without checkpoint is in the way")
-    folder.mkdir(parents=True, exist_ok=True)
+    def save() -> None:
+        history.wall_time_s = wall_before + time.perf_counter() - wall0
+        store.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
+                    "run_id": run_id, "history": history.to_dict(), "epoch": position.epoch,
+                    "step_in_epoch": position.step, "epoch_loss_sum": position.loss_sum}, history)
 
-    def save(epoch: int, step_in_epoch: int) -> None:
-        _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
-                      "history": history, "epoch": epoch, "step_in_epoch": step_in_epoch,
-                      "epoch_loss_sum": epoch_sum, "epoch_loss_n": epoch_n}, ckpt_path)
-        _atomic_save(history, hist_path)
-
-    plot = LiveLossPlot(folder / "loss.png", live=live, title=f"{name} on {corpus.description}")
-    loss_fn_model = _CompiledView(model) if config.compile else model
-    loss_kwargs = {"chunk_size": config.loss_chunk_size} if config.loss_chunk_size else {}
-    write = tqdm.write if progress else print
-    if start_epoch == 0 and skip_steps == 0:
-        print(f"[{name}] {history['n_params']:,} parameters on {device}{' (bf16 autocast)' if bf16 else ''}; "
-              f"data: {corpus.description}")
-    wall0, last_sample = time.perf_counter(), time.perf_counter()
-    wall_before = history["wall_time_s"]
-    steps_per_epoch = math.ceil(len(corpus.train) / config.batch_size)
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     model.train()
-    epoch, step_in_epoch = start_epoch, skip_steps
     try:
-        for epoch in range(start_epoch, config.epochs):
-            corpus.train.set_epoch(epoch)
-            if epoch > start_epoch or skip_steps == 0:
-                step_in_epoch, epoch_sum, epoch_n = 0, 0.0, 0
-            bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"{name} epoch {epoch + 1}/{config.epochs}",
-                       disable=not progress, leave=True, file=sys.stdout, mininterval=1.0)
-            epoch_tokens, epoch_time = 0, 0.0
-            batches = iterate_batches(corpus.train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
-            for i, (tokens, mask) in enumerate(batches):
-                if i >= steps_per_epoch:
-                    break
-                if i < step_in_epoch:  # resuming mid-epoch: the batch order is deterministic, skip done ones
-                    continue
-                t0 = time.perf_counter()
-                tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-                with _autocast(device, bf16):
-                    try:
-                        loss = next_token_loss(loss_fn_model, tokens, mask, **loss_kwargs)
-                    except Exception as err:  # torch.compile fails lazily, at the first call
-                        if loss_fn_model is model:
-                            raise
-                        print(f"[{name}] torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
-                              "continuing in eager mode.")
-                        loss_fn_model = model
-                        loss = next_token_loss(model, tokens, mask, **loss_kwargs)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_value = float(loss.detach())  # syncs the device, so the timing below is honest
-                epoch_time += time.perf_counter() - t0
-                n_tok = int(mask.sum())
-                epoch_tokens += n_tok
-                history["tokens_seen"] += n_tok
-                history["step_loss"].append(loss_value)
-                epoch_sum, epoch_n, step_in_epoch = epoch_sum + loss_value, epoch_n + 1, i + 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-                if config.log_every and step_in_epoch % config.log_every == 0:
-                    write(f"[{name}] epoch {epoch + 1}, step {step_in_epoch}/{steps_per_epoch}: "
-                          f"partial average loss {epoch_sum / epoch_n:.4f}")
-                    plot.update(history)
-                if config.sample_every_s and time.perf_counter() - last_sample > config.sample_every_s:
-                    _print_samples(model, corpus.enc, config, history, len(history["step_loss"]), write)
-                    model.train()
-                    last_sample = time.perf_counter()
-            bar.close()
-            history["train_time_s"] += epoch_time
-            val = evaluate(model, corpus.val, config.batch_size, device, bf16, config.loss_chunk_size)
-            history["epoch_end_step"].append(len(history["step_loss"]))
-            history["epoch_train_loss"].append(epoch_sum / max(epoch_n, 1))
-            history["epoch_val_loss"].append(val)
-            history["epoch_tokens_per_s"].append(epoch_tokens / epoch_time if epoch_time else None)
-            history["wall_time_s"] = wall_before + time.perf_counter() - wall0
-            val_text = f"{val:.4f}" if val is not None else "n/a (no validation split)"
-            print(f"[{name}] *** end of epoch {epoch + 1}: train loss {epoch_sum / max(epoch_n, 1):.4f}, "
-                  f"validation loss {val_text}, {epoch_tokens / max(epoch_time, 1e-9):,.0f} tokens/s")
-            step_in_epoch, epoch_sum, epoch_n = 0, 0.0, 0
-            save(epoch + 1, 0)
-            plot.update(history)
+        while position.epoch < config.epochs:
+            train_epoch(model, optimizer, corpus, config, history, position, step_model, history.bf16, hooks, say)
+            save()
+            _call(hooks, "on_epoch_end", history, model)
+        history.finished = True
+        save()
+        _call(hooks, "on_train_end", history, model)
+        history.to_json(store.history)  # now with the figure's path
     except KeyboardInterrupt:
-        history["wall_time_s"] = wall_before + time.perf_counter() - wall0
-        save(epoch, step_in_epoch)
-        print(f"[{name}] interrupted: checkpoint saved at epoch {epoch + 1}, step {step_in_epoch}; "
-              "run the same call again to continue.")
+        save()
+        say(f"[{name}] interrupted: checkpoint saved at epoch {position.epoch + 1}, step {position.step}; "
+            "run the same call again to continue.")
         raise
-    history["finished"] = True
-    history["tokens_per_s"] = history["tokens_seen"] / history["train_time_s"] if history["train_time_s"] else None
-    history["wall_time_s"] = wall_before + time.perf_counter() - wall0
-    save(config.epochs, 0)
-    figure = plot.finish(history)
-    history["figure"] = str(figure) if figure else None
-    _atomic_save(history, hist_path)
     return history

@@ -25,16 +25,12 @@ __all__ = [
     "chunk_rows",
 ]
 
-# Rows per chunk: at V = 50,257 one chunk's float32 logits are 128 * 50,257 * 4 B = 26 MB. Measured on
-# the 2-core CPU, N = 2048 rows, D = 128, forward + backward: 64-128 rows fastest (0.41-0.47 s, plain
-# full logits 0.80-0.87 s), 256-1024 rows 10-25% slower, 32 rows slower again (per-chunk overhead and
-# one full (V, D) grad_W update per chunk); at D = 512 chunks of 128-1024 were within 7%. Peak extra
-# memory there was ~75-100 MB against ~1.2 GB for the plain path.
-# Wider models want taller chunks: every chunk reads and writes the whole (V, D) grad_W once, which at
-# D = 1024 is 206 MB. There, forward + backward took 650 / 592 / 551 ms with 128 / 256 / 512 rows
-# (N = 496, the LSTM bench) and 2.49 / 2.18 / 2.01 s (N = 2032); at D = 512, 1.08 s for all three; at
-# D = 128, 339 / 319 / 377 ms with 64 / 128 / 256 rows. Hence max(128, D // 2) rows (``chunk_rows``):
-# one chunk's logits stay at most half the size of grad_W.
+# Rows per chunk trade memory against traffic. A chunk holds its (rows, V) logits, so short chunks keep memory
+# small: 128 rows at V = 50,257 are 26 MB in float32, against gigabytes for all rows at once. But every chunk
+# also reads and writes the whole (V, D) gradient of the head weight (206 MB at D = 1024), and pays a fixed
+# launch overhead, so very short chunks pay both many times. Hence at least 128 rows, and taller chunks for
+# wider models, whose gradient is bigger: max(128, D // 2) rows (``chunk_rows``), which keeps one chunk's
+# logits at most half the size of grad_W. The benchmark (benchmarks/, BENCHMARKS.md) measures the resulting step.
 DEFAULT_CHUNK_SIZE = 128
 
 
