@@ -123,8 +123,8 @@ def check_kv_cache(device: torch.device, corpus, output_dir: str) -> tuple[str, 
         model = build_model(name, cfg, corpus.vocab_size)
         train(model, corpus, cfg, name=f"gpu_check_{name}")  # loads the run trained above
         model.to(device).eval()
-        cached = generate_tokens(model, prompt, max_new_tokens=n_new, method="cache")
-        recomputed = generate_tokens(model, prompt, max_new_tokens=n_new, method="recompute")
+        cached = generate_tokens(model, prompt, max_new_tokens=n_new, use_cache=True)
+        recomputed = generate_tokens(model, prompt, max_new_tokens=n_new, use_cache=False)
         same = sum(a == b for a, b in zip(cached, recomputed))
         # The last step's logits both ways: the prompt, then one token at a time through the cache, against
         # one forward pass over the same (cropped) context.
