@@ -271,9 +271,8 @@ class TransformerModel(nn.Module):
         if self.positional in ("learned", "sinusoidal"):
             table = self.pos_embedding.weight if self.positional == "learned" else self.pos_table  # (block_size, D)
             x = x + table[positions].to(x.dtype)  # (T, D) broadcast over B
-        cos = sin = None
-        if self.positional == "rope":
-            cos, sin = self.rope_cos[positions], self.rope_sin[positions]  # (T, d_head/2)
+        rope = self.positional == "rope"  # then cos, sin (T, d_head/2) of the new positions
+        cos, sin = (self.rope_cos[positions], self.rope_sin[positions]) if rope else (None, None)
         x = self.drop(x)
         attns = []
         for layer, block in enumerate(self.blocks):

@@ -29,7 +29,7 @@ import torch
 __all__ = ["nucleus_sampling", "nucleus_probs", "REACH_TOL", "TOP_K"]
 
 REACH_TOL = 1e-6  # cumulative sums this close below p count as reaching it (float32 rounding)
-TOP_K = 128  # candidates sorted first, before falling back to a sort of the whole vocabulary
+TOP_K = 128  # candidates taken first (torch.topk), before falling back to a sort of the whole vocabulary
 
 
 def _softmax(logits: torch.Tensor, p: float, temperature: float) -> torch.Tensor:
@@ -59,8 +59,9 @@ def _cut(vals: torch.Tensor, p: float):
     cumulative sum never reaches p within these m values, t is the last value and all m are kept.
     """
     csum = vals.double().cumsum(dim=-1)  # (B, m), in float64 so that 50,257 additions do not drift
-    first = (csum < p - REACH_TOL).sum(dim=-1, keepdim=True)  # (B, 1): csum never decreases, so this counts
-    t = vals.gather(-1, first.clamp(max=vals.shape[-1] - 1))  # the sums before the first that reaches p
+    # csum never decreases, so the number of sums below p is the index of the first one that reaches it
+    first = (csum < p - REACH_TOL).sum(dim=-1, keepdim=True)  # (B, 1)
+    t = vals.gather(-1, first.clamp(max=vals.shape[-1] - 1))  # (B, 1), the threshold probability
     n_kept = (vals >= t).sum(dim=-1)  # (B,): the ties of t are kept too
     mass = csum.gather(-1, n_kept[:, None] - 1).float()  # (B, 1)
     return t, n_kept, mass
