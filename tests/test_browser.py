@@ -239,6 +239,7 @@ class Notebook:
 def _run_checked(browser, lab, name: str, check) -> float:
     """Open the copy of ``name``, run all cells, require no problems, then ``check(nb)``; screenshot on failure."""
     nb = Notebook(browser, lab, lab["copies"] / name)
+    (OUT / f"{Path(name).stem}-failure.png").unlink(missing_ok=True)  # an old failure's picture would mislead
     t0 = time.monotonic()
     try:
         nb.open()
