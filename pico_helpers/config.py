@@ -49,19 +49,12 @@ def quick_mode(default: bool | None = None) -> bool:
 
 # --- field helpers: help text, allowed values, run identity ---
 
-def _field(default, help: str, check=None, choices=None, example=None, run_id: bool = True, **extra):
-    """A dataclass field whose metadata pico.py and the checks read.
-
-    Args:
-        help: the flag's help text.
-        check: (words, test) for the allowed range, e.g. (">= 1", lambda v: v >= 1).
-        choices: the allowed values of a string field.
-        example: a valid value for error messages (default: the default).
-        run_id: False for fields that do not change what a checkpoint means (a run may resume with another value).
-        extra: more metadata, e.g. ``cli_default`` where the starter's flag default differs.
-    """
-    meta = dict(help=help, check=check, choices=choices, run_id=run_id,
-                example=default if example is None else example, **extra)
+def _field(default, help: str, check=None, example=None, choices=None, run_id: bool = True, **extra):
+    """A field whose metadata pico.py (help, choices) and the checks read: ``check`` = (words, test) of the range,
+    ``example`` a valid value for errors (default: the default), ``run_id=False`` for fields that do not change
+    what a checkpoint means, ``extra`` e.g. ``cli_default`` where the starter's flag default differs."""
+    meta = dict(help=help, check=check, choices=choices, run_id=run_id, example=default if example is None else example,
+                **extra)
     if isinstance(default, list):
         return dataclasses.field(default_factory=list, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -72,7 +65,7 @@ def _at_least(low):
 
 
 def _between(low, high, high_open=False):
-    return f"in [{low}, {high}{')' if high_open else ']'}", lambda v: low <= v and (v < high if high_open else v <= high)
+    return f"in [{low}, {high}{')' if high_open else ']'}", lambda v: low <= v < high or (v == high and not high_open)
 
 
 _POSITIVE = ("> 0 and finite", lambda v: 0 < v < math.inf)
@@ -87,9 +80,8 @@ def _hints() -> dict:
 def field_kind(f: dataclasses.Field) -> tuple[type, bool]:
     """(base type, None allowed) of a TrainConfig field, read from its annotation: ``int | None`` -> (int, True)."""
     tp = _hints()[f.name]
-    args = typing.get_args(tp)
-    optional = type(None) in args
-    base = next(a for a in args if a is not type(None)) if optional else tp
+    optional = type(None) in typing.get_args(tp)
+    base = next(a for a in typing.get_args(tp) if a is not type(None)) if optional else tp
     return typing.get_origin(base) or base, optional
 
 
@@ -106,29 +98,23 @@ class TrainConfig:
     # --- data ---
     input_files: list[str] = _field([], "local text files, one example per non-empty line", run_id=False,
                                     example=["input_files/3seqs.txt"])  # the data fingerprint covers their content
-    tinystories_weight: float = _field(0.5, "probability of drawing an example from TinyStories; 0 skips TinyStories",
-                                       _between(0, 1))
+    tinystories_weight: float = _field(0.5, "probability of an example from TinyStories; 0 skips it", _between(0, 1))
     tinystories_path: str | None = _field(None, "local raw TinyStories file (else $PICO_TINYSTORIES, else the "
                                           "HuggingFace hub)", run_id=False, example="tinystories.txt")
-    tinystories_stories: int = _field(20000, "TinyStories training stories to use (the starter keeps 20,000)",
-                                      _at_least(1))
+    tinystories_stories: int = _field(20000, "TinyStories stories to load (the starter's 20,000)", _at_least(1))
     block_size: int = _field(1024, "maximum tokens per example", _at_least(2))  # 2 tokens make one next-token pair
     test_fraction: float = _field(0.1, "held-out validation fraction", _between(0, 1, high_open=True))
-    compact_vocab: bool = _field(False, "train over the corpus's own token ids only (losses not comparable with "
-                                 "the full vocabulary)")
+    compact_vocab: bool = _field(False, "train over the corpus's own token ids only (losses not comparable)")
 
     # --- models ---
     embed_size: int = _field(1024, "embedding / hidden width of the models", _at_least(1))
     kgram_k: int = _field(3, "context window of the K-gram MLP", _at_least(1))
-    kgram_chunk_size: int = _field(1, "time steps per slice in the K-gram forward (memory knob; 0 = all at once)",
-                                   _at_least(0))
-    kgram_input_mode: str = _field("one_hot", "K-gram input: one-hot vectors or an embedding",
-                                   choices=("one_hot", "embedding"))
+    kgram_chunk_size: int = _field(1, "time steps per K-gram forward slice (0 = all at once)", _at_least(0))
+    kgram_input_mode: str = _field("one_hot", "K-gram input vectors", choices=("one_hot", "embedding"))
     num_inner_mlp_layers: int = _field(1, "(Linear -> SiLU) blocks inside the K-gram MLP", _at_least(0))
     n_heads: int = _field(4, "attention heads per Transformer block", _at_least(1))
     n_blocks: int = _field(4, "Transformer blocks", _at_least(1))
-    positional: str = _field("learned", "positional encoding of the Transformer",
-                             choices=("learned", "sinusoidal", "rope", "none"))
+    positional: str = _field("learned", "Transformer positions", choices=("learned", "sinusoidal", "rope", "none"))
     norm: str = _field("pre", "RMSNorm before (pre) or after (post) each residual branch", choices=("pre", "post"))
     tie_weights: bool = _field(False, "share the Transformer's embedding and unembedding")
 
@@ -136,21 +122,17 @@ class TrainConfig:
     batch_size: int = _field(16, "sequences per batch", _at_least(1))
     epochs: int = _field(3, "passes over the training data", _at_least(0), run_id=False)
     learning_rate: float = _field(1e-3, "Adam learning rate", _POSITIVE)
-    max_steps_per_epoch: int | None = _field(None, "end each epoch after N steps", _at_least(1), example=200,
-                                             run_id=False)
+    max_steps_per_epoch: int | None = _field(None, "end each epoch after N steps", _at_least(1), 200, run_id=False)
     seed: int = _field(0, "seed of the model's initialisation, the split and the batch order", _at_least(0))
     device_id: str | None = _field(None, "torch device; falls back (with a message) when it is missing; "
                                    "'auto' = cuda > mps > cpu", example="cpu", run_id=False, cli_default="cuda:0")
-    bf16: bool | None = _field(None, "bfloat16 autocast: auto = on for CUDA GPUs that support it, off on CPU",
-                               example=False)
+    bf16: bool | None = _field(None, "bfloat16 autocast; auto: on for CUDA GPUs that support it", example=False)
     compile: bool = _field(False, "torch.compile the models (falls back to eager)", run_id=False)
-    loss_chunk_size: int | None = _field(None, "rows per chunk of the fused loss; default max(128, D // 2)",
-                                         _at_least(1), example=128)
+    loss_chunk_size: int | None = _field(None, "rows per fused-loss chunk; default max(128, D // 2)", _at_least(1), 128)
     log_every: int = _field(100, "steps between partial-average lines; 0 = off", _at_least(0), run_id=False)
-    eval_every: int | None = _field(None, "steps between validation points; default about 10 a run; "
-                                    "0 = only at epoch ends", _at_least(0), example=50, run_id=False)
-    sample_every_s: float = _field(30.0, "seconds between text samples during training; 0 = off", _at_least(0),
-                                   run_id=False)
+    eval_every: int | None = _field(None, "steps between validation points; default ~10 a run; 0 = epoch ends only",
+                                    _at_least(0), 50, run_id=False)
+    sample_every_s: float = _field(30.0, "seconds between text samples; 0 = off", _at_least(0), run_id=False)
     prompt: str = _field("Once upon a", "prompt for the text samples", run_id=False)
     output_dir: str = _field("runs", "runs are saved in OUTPUT_DIR/<name>/", run_id=False)
 
@@ -193,7 +175,7 @@ class TrainConfig:
 
 
 def _checked(f: dataclasses.Field, value):
-    """``value`` converted to the field's type (an int for an int field, ...), or a ValueError that names a valid one."""
+    """``value`` as the field's type (an int for an int field, ...), or a ValueError that names a valid value."""
     kind, optional = field_kind(f)
     if value is None and optional:
         return None

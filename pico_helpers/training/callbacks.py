@@ -28,12 +28,8 @@ class Callback:
 
 
 class LossPlot(Callback):
-    """The run's loss figure: redrawn in place in Jupyter at each validation point, written to loss.png at the end.
-
-    Args:
-        store: the run's RunStore (owns loss.png).
-        live: redraw during training; default only inside Jupyter.
-    """
+    """The run's loss figure: redrawn in place in Jupyter (``live``; default only there) at each validation point
+    and epoch end, and written to the RunStore ``store``'s loss.png at the end."""
 
     def __init__(self, store, live: bool | None = None):
         self.store, self.plot = store, LiveLossPlot(live=live)

@@ -10,27 +10,30 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pico_helpers.training.store import atomic_write
+
 __all__ = ["History"]
 
 
 @dataclass
 class History:
-    """One run's record. Steps count optimizer updates from 1; losses are nats per real target token.
+    """One run's record, and its position: ``epoch`` and ``step_in_epoch`` say where it resumes.
 
-    ``val_points`` holds (step, validation loss) every ``eval_every`` steps, on an evenly spaced sample of the
-    held-out set, and at each epoch end on all of it (those also in ``epoch_val_loss``).
+    Steps count optimizer updates from 1; losses are nats per real target token. ``val_points`` holds
+    (step, validation loss) every ``eval_every`` steps on a fixed sample of the held-out set, and at each epoch
+    end on all of it (those values are also ``epoch_val_loss``).
     """
 
     model: str = "model"  # the run's name
     data: str = ""  # the corpus's description
     config: dict = field(default_factory=dict)  # TrainConfig.to_dict() of the latest call
-    run_id: str = ""  # hash of the config's meaningful fields, the data and the model's shapes (store.run_identity)
+    run_id: str = ""  # hash of the meaningful config fields, the data and the model's shapes (store.run_identity)
     device: str = "cpu"
     bf16: bool = False
     n_params: int = 0
     vocab_size: int = 0
     step_loss: list = field(default_factory=list)  # training loss of every step
-    val_points: list = field(default_factory=list)  # (step, validation loss or None)
+    val_points: list = field(default_factory=list)  # (step, validation loss)
     epoch_end_step: list = field(default_factory=list)  # steps done at each epoch end
     epoch_train_loss: list = field(default_factory=list)  # mean step loss of each epoch
     epoch_val_loss: list = field(default_factory=list)  # None without a validation split
@@ -38,19 +41,29 @@ class History:
     tokens_seen: int = 0  # real (unpadded) tokens trained on
     train_time_s: float = 0.0  # time inside training steps
     wall_time_s: float = 0.0  # time inside train(), evaluation and samples included
-    samples: list = field(default_factory=list)  # {"step", "greedy", "top_p_0.95"} from the sample callback
+    samples: list = field(default_factory=list)  # {"step", "greedy", "top_p_0.95"} from the TextSamples callback
     finished: bool = False
     figure: str | None = None  # path of loss.png once written
 
     @property
     def tokens_per_s(self) -> float | None:
-        """Training throughput over the whole run (tokens_seen / train_time_s)."""
+        """Training throughput of the whole run: tokens_seen / train_time_s."""
         return self.tokens_seen / self.train_time_s if self.train_time_s else None
 
     @property
     def step(self) -> int:
-        """Optimizer steps done so far."""
+        """Optimizer steps done."""
         return len(self.step_loss)
+
+    @property
+    def epoch(self) -> int:
+        """Epochs done, i.e. the index of the epoch in progress."""
+        return len(self.epoch_end_step)
+
+    @property
+    def step_in_epoch(self) -> int:
+        """Steps done in the epoch in progress."""
+        return self.step - (self.epoch_end_step[-1] if self.epoch_end_step else 0)
 
     def to_dict(self) -> dict:
         """Plain lists and numbers, with None in place of NaN and infinity (strict JSON)."""
@@ -58,16 +71,14 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        """Rebuild from ``to_dict()`` output; unknown keys (from older versions) are ignored."""
+        """Rebuild from ``to_dict()``; unknown keys (an older version's) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
-        h = cls(**{k: v for k, v in d.items() if k in names})
-        h.val_points = [tuple(p) for p in h.val_points]
-        return h
+        history = cls(**{k: v for k, v in d.items() if k in names})
+        history.val_points = [tuple(p) for p in history.val_points]
+        return history
 
     def to_json(self, path: str | Path) -> None:
         """Write as strict JSON, atomically (a reader never sees half a file)."""
-        from pico_helpers.training.store import atomic_write
-
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -78,11 +89,9 @@ class History:
 
 
 def _finite(x):
-    """``x`` with every non-finite float replaced by None, tuples as lists."""
+    """``x`` with every non-finite float replaced by None (and tuples as lists)."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_finite(v) for v in x]
-    return x
+    return {k: _finite(v) for k, v in x.items()} if isinstance(x, dict) else x

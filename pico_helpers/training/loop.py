@@ -1,4 +1,4 @@
-"""The training loop in small parts: device, optimizer, one step, one epoch, evaluation, and train() around them.
+"""The training loop in small parts: device, optimizer, one step, evaluation, one epoch, and train() around them.
 
 Used in every notebook and by pico.py. train() keeps each run in a RunStore (store.py) and returns a History.
 """
@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 
 import torch
 
@@ -22,8 +21,7 @@ from pico_helpers.training.history import History
 from pico_helpers.training.losses import next_token_loss
 from pico_helpers.training.store import RunStore, load_checkpoint, run_identity
 
-__all__ = ["pick_device", "make_optimizer", "evaluate", "train_step", "train_epoch", "train", "Position",
-           "load_checkpoint"]
+__all__ = ["pick_device", "make_optimizer", "train_step", "evaluate", "train_epoch", "train", "load_checkpoint"]
 
 VAL_SAMPLE = 64  # held-out sequences scored at a mid-epoch validation point: ten a run cost little next to training
 
@@ -32,33 +30,26 @@ VAL_SAMPLE = 64  # held-out sequences scored at a mid-epoch validation point: te
 
 def pick_device(device_id: str | None = None, verbose: bool = True) -> torch.device:
     """``device_id`` if it is usable, else cuda > mps > cpu. A missing requested device says so and falls back."""
-    def has_mps():
-        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-
-    def auto():
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps() else "cpu")
-
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    auto = torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
     if device_id in (None, "", "auto"):
-        return auto()
+        return auto
     try:
         device = torch.device(device_id)
     except RuntimeError as err:
         raise ValueError(f"device_id {device_id!r} is not a torch device; use cpu, cuda, cuda:0, mps or auto") from err
-    missing = ((device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count())
-               or (device.type == "mps" and not has_mps()))
-    if not missing:
-        return device
-    fallback = auto() if device.type == "cuda" else torch.device("cpu")
-    if verbose:
-        print(f"Requested device {device_id} is not available (CUDA GPUs: {torch.cuda.device_count()}); "
-              f"using {fallback} instead.")
-    return fallback
+    if (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()) or (device.type == "mps" and not has_mps):
+        fallback = auto if device.type == "cuda" else torch.device("cpu")
+        if verbose:
+            print(f"Requested device {device_id} is not available (CUDA GPUs: {torch.cuda.device_count()}); "
+                  f"using {fallback} instead.")
+        return fallback
+    return device
 
 
 def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
-    if config.bf16 is not None:
-        return config.bf16
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    """config.bf16, or for None: on for CUDA GPUs that support it."""
+    return config.bf16 if config.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -77,7 +68,7 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, device: torch.d
 class _CompiledView:
     """``model.hidden`` under torch.compile with ``model.head`` shared, so the state dict keeps its plain keys.
 
-    torch.compile fails lazily, at the first call; then this says so once and goes on in eager mode.
+    torch.compile fails lazily, at the first call; this then says so once and goes on in eager mode.
     """
 
     def __init__(self, model: torch.nn.Module, say=print):
@@ -104,14 +95,11 @@ def train_step(model, optimizer: torch.optim.Optimizer, tokens: torch.Tensor, ma
 
     Args:
         model: follows the model contract (``hidden`` and ``head``): the model, or its compiled view.
-        optimizer: over the model's parameters (make_optimizer).
-        tokens: (T, B) long token ids on the model's device.
-        mask: (T, B) bool, True = real token; padding never counts in the loss.
-        bf16: run the forward under bfloat16 autocast.
-        loss_chunk_size: rows per chunk of the fused loss; None = its default.
+        tokens: (T, B) long token ids on the model's device; mask: (T, B) bool, True = real token.
+        bf16: the forward under bfloat16 autocast; loss_chunk_size: rows per chunk of the fused loss.
     """
     with _autocast(tokens.device, bf16):
-        loss = next_token_loss(model, tokens, mask, **({"chunk_size": loss_chunk_size} if loss_chunk_size else {}))
+        loss = next_token_loss(model, tokens, mask, chunk_size=loss_chunk_size)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     value = float(loss.detach())  # syncs the device, so step timings are honest
@@ -130,37 +118,20 @@ def evaluate(model, dataset, batch_size: int = 16, device=None, bf16: bool = Fal
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    kwargs = {"chunk_size": loss_chunk_size} if loss_chunk_size else {}
     for tokens, mask in iterate_batches(dataset, batch_size, shuffle=False):
         tokens, mask = tokens.to(device), mask.to(device)
         n = int(mask[1:].sum())
         if n == 0:
             continue
         with _autocast(device, bf16):
-            loss = next_token_loss(model, tokens, mask, **kwargs)
+            loss = next_token_loss(model, tokens, mask, chunk_size=loss_chunk_size)
         total += float(loss) * n
         count += n
     model.train(was_training)
     return total / count if count else None
 
 
-def _val_sample(val):
-    """An evenly spaced, fixed sample of at most VAL_SAMPLE held-out sequences (all of them if fewer)."""
-    if val is None or len(val) <= VAL_SAMPLE:
-        return val
-    return torch.utils.data.Subset(val, [i * len(val) // VAL_SAMPLE for i in range(VAL_SAMPLE)])
-
-
 # --- one epoch ---
-
-@dataclass
-class Position:
-    """Where a run stands: its epoch, the steps done in that epoch and the sum of their losses."""
-
-    epoch: int = 0
-    step: int = 0
-    loss_sum: float = 0.0
-
 
 @contextmanager
 def _hold_interrupts():
@@ -178,48 +149,52 @@ def _hold_interrupts():
         raise KeyboardInterrupt
 
 
+def _val_sample(val):
+    """A fixed, evenly spaced sample of at most VAL_SAMPLE held-out sequences, for the mid-epoch points."""
+    if len(val) <= VAL_SAMPLE:
+        return val
+    return torch.utils.data.Subset(val, [i * len(val) // VAL_SAMPLE for i in range(VAL_SAMPLE)])
+
+
 def _call(hooks, event: str, history: History, model) -> None:
     for hook in hooks:
-        method = getattr(hook, event, None)
-        if method is not None:
-            method(history, model)
+        if hasattr(hook, event):
+            getattr(hook, event)(history, model)
 
 
 def _epoch_line(history: History, i: int, mark: str) -> str:
-    val, speed = history.epoch_val_loss[i], history.epoch_tokens_per_s[i]
-    val_text = f"{val:.4f}" if val is not None else "n/a (no validation split)"
-    train_loss, uniform = history.epoch_train_loss[i], math.log(max(history.vocab_size, 2))
-    warn = f" (far above ln(vocab) = {uniform:.2f}, a uniform guess: lower the learning rate)" if train_loss > 2 * uniform else ""
-    return (f"[{history.model}] {mark} end of epoch {i + 1}: train loss {train_loss:.4f}, validation loss {val_text}"
-            + (f", {speed:,.0f} tokens/s" if speed else "") + warn)
+    train_loss, val, speed = history.epoch_train_loss[i], history.epoch_val_loss[i], history.epoch_tokens_per_s[i]
+    uniform = math.log(max(history.vocab_size, 2))  # the loss of a uniform guess
+    return (f"[{history.model}] {mark} end of epoch {i + 1}: train loss {train_loss:.4f}, validation loss "
+            + (f"{val:.4f}" if val is not None else "n/a (no validation split)")
+            + (f", {speed:,.0f} tokens/s" if speed else "")
+            + (f" (far above ln(vocab) = {uniform:.2f}: lower the learning rate)" if train_loss > 2 * uniform else ""))
 
 
-def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: History, position: Position,
-                step_model=None, bf16: bool = False, hooks=(), say=print) -> None:
-    """Train to the end of epoch ``position.epoch`` from its step ``position.step``, then record the epoch.
+def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: History, step_model=None,
+                bf16: bool = False, hooks=(), say=print) -> None:
+    """Train epoch ``history.epoch`` to its end, from its step ``history.step_in_epoch``, then record the epoch.
 
-    The batch order is fixed by (seed, epoch), so resuming skips the batches already trained on. Each step's loss
-    enters ``history`` and ``position`` together with its update (a Ctrl-C waits for both), and the epoch's means
-    enter together with the move to the next epoch, so a checkpoint taken at any interrupt resumes exactly.
+    The History is the run's position: each step's loss enters it together with that update, and the epoch's
+    means together with its end (a Ctrl-C waits for both), so a checkpoint taken at any interrupt resumes exactly.
 
     Args:
-        model, optimizer: the model (on its device) and its optimizer.
-        corpus, config: the data (corpus.train, corpus.val) and the run's sizes (batch_size, max_steps_per_epoch,
-            log_every, eval_every, loss_chunk_size).
-        history, position: updated in place.
-        step_model: what the training loss runs through (the compiled view); default ``model``.
-        hooks: callbacks (on_step, on_eval).
+        model, optimizer: the model (on its device) and its optimizer; step_model: what the training loss runs
+            through (the compiled view), default ``model``.
+        corpus, config: the data and the sizes (batch_size, max_steps_per_epoch, log_every, eval_every, ...).
+        history: updated in place; hooks: callbacks (on_step, on_eval); say: print, or a silent function.
     Raises ValueError at a non-finite loss; that step's update is not applied.
     """
     device, step_model = next(model.parameters()).device, step_model or model
+    epoch, done = history.epoch, history.step_in_epoch
     n_steps = math.ceil(len(corpus.train) / config.batch_size)
     n_steps = min(n_steps, config.max_steps_per_epoch or n_steps)
     every = config.eval_every if config.eval_every is not None else max(1, config.epochs * n_steps // 10)
-    corpus.train.set_epoch(position.epoch)
-    batches = iterate_batches(corpus.train, config.batch_size, shuffle=True, seed=config.seed, epoch=position.epoch)
-    tokens_done, time_done = 0, 0.0
+    corpus.train.set_epoch(epoch)
+    batches = iterate_batches(corpus.train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
+    loss_sum, tokens_done, time_done = sum(history.step_loss[history.step - done:]), 0, 0.0
     for i, (tokens, mask) in enumerate(itertools.islice(batches, n_steps)):
-        if i < position.step:
+        if i < done:  # resuming mid-epoch: the batch order is fixed, skip the batches already trained on
             continue
         t0 = time.perf_counter()
         tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
@@ -227,100 +202,89 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
             loss = train_step(step_model, optimizer, tokens, mask, bf16, config.loss_chunk_size)
             if not math.isfinite(loss):
                 raise ValueError(
-                    f"[{history.model}] the training loss is {loss} at step {history.step + 1} (epoch "
-                    f"{position.epoch + 1}): learning_rate {config.learning_rate:g} is probably too high, try a lower "
-                    f"one (e.g. {config.learning_rate / 10:g}). Training stopped before that update; the last "
-                    "checkpoint was left as it was.")
+                    f"[{history.model}] the training loss is {loss} at step {history.step + 1} (epoch {epoch + 1}): "
+                    f"learning_rate {config.learning_rate:g} is probably too high, try a lower one (e.g. "
+                    f"{config.learning_rate / 10:g}). Training stopped before that update; the last checkpoint "
+                    "was left as it was.")
             dt, n_tok = time.perf_counter() - t0, int(mask.sum())
             history.step_loss.append(loss)
-            history.tokens_seen += n_tok
-            history.train_time_s += dt
-            position.step, position.loss_sum = i + 1, position.loss_sum + loss
-        tokens_done, time_done = tokens_done + n_tok, time_done + dt
-        if config.log_every and position.step % config.log_every == 0:
-            say(f"[{history.model}] epoch {position.epoch + 1}, step {position.step}/{n_steps}: "
-                f"partial average loss {position.loss_sum / position.step:.4f}")
-        if every and history.step % every == 0 and position.step < n_steps and corpus.val is not None:
+            history.tokens_seen, history.train_time_s = history.tokens_seen + n_tok, history.train_time_s + dt
+        loss_sum, tokens_done, time_done = loss_sum + loss, tokens_done + n_tok, time_done + dt
+        if config.log_every and (i + 1) % config.log_every == 0:
+            say(f"[{history.model}] epoch {epoch + 1}, step {i + 1}/{n_steps}: partial average loss "
+                f"{loss_sum / (i + 1):.4f}")
+        if every and history.step % every == 0 and i + 1 < n_steps and corpus.val is not None:
             val = evaluate(model, _val_sample(corpus.val), config.batch_size, device, bf16, config.loss_chunk_size)
             history.val_points.append((history.step, val))
             _call(hooks, "on_eval", history, model)
         _call(hooks, "on_step", history, model)
     val = evaluate(model, corpus.val, config.batch_size, device, bf16, config.loss_chunk_size)
     with _hold_interrupts():
-        history.epoch_end_step.append(history.step)
-        history.epoch_train_loss.append(position.loss_sum / max(position.step, 1))
+        history.epoch_train_loss.append(loss_sum / max(history.step_in_epoch, 1))
         history.epoch_val_loss.append(val)
         history.epoch_tokens_per_s.append(tokens_done / time_done if time_done else None)
-        if val is not None:
-            history.val_points.append((history.step, val))
-        position.epoch, position.step, position.loss_sum = position.epoch + 1, 0, 0.0
-    say(_epoch_line(history, len(history.epoch_end_step) - 1, "***"))
+        history.val_points += [(history.step, val)] if val is not None else []
+        history.epoch_end_step.append(history.step)  # last: this moves the run to the next epoch
+    say(_epoch_line(history, epoch, "***"))
 
 
 # --- a whole run ---
 
-def _quiet(*args, **kwargs) -> None:
-    pass
-
-
 def _open_run(store: RunStore, run_id: str, model, optimizer, config: TrainConfig, resume: bool, say):
-    """(history, position) of the matching earlier run, loaded into model and optimizer; else (None, Position())
-    after moving whatever is in the folder aside to <name>.prev-N."""
+    """The History of the matching earlier run, loaded into model and optimizer; else None, after moving what is
+    in the run's folder aside to <name>.prev-N."""
     ckpt = store.load() if resume else None
     if ckpt is not None and ckpt.get("run_id") == run_id:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         history = History.from_dict(ckpt["history"])
-        position = Position(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["epoch_loss_sum"])
-        if history.finished and position.epoch >= config.epochs:
+        if history.finished and history.epoch >= config.epochs:
             say(f"[{store.name}] already trained ({history.step} steps): loaded {store.checkpoint}")
         else:
-            say(f"[{store.name}] resuming from {store.checkpoint}: epoch {position.epoch + 1}, step {position.step} "
-                f"({history.step} steps done)")
-        for i in range(len(history.epoch_end_step)):
+            say(f"[{store.name}] resuming from {store.checkpoint}: epoch {history.epoch + 1}, step "
+                f"{history.step_in_epoch} ({history.step} steps done)")
+        for i in range(history.epoch):
             say(_epoch_line(history, i, "(saved)"))
-        return history, position
+        return history
     if store.in_use():
         changed = [k for k, v in config.run_fields().items() if ckpt and ckpt["config"].get(k) != v]
         reason = ("resume=False" if not resume else "no checkpoint in the run's folder" if ckpt is None
                   else f"config changed ({', '.join(changed)})" if changed else "data or model changed")
         say(f"{reason}: the earlier run in {store.folder} was moved to {store.set_aside()} (nothing deleted).")
-    return None, Position()
+    return None
 
 
 def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str = "model", resume: bool = True,
           verbose: bool = True, callbacks=()) -> History:
     """Train ``model`` on ``corpus`` with ``config``; return its History (also saved as history.json).
 
-    Writes <output_dir>/<name>/{checkpoint.pt, history.json, loss.png}. With ``resume`` (default) an earlier run
-    with the same run id (config, data and model; store.run_identity) continues where it stopped, and a finished
-    one returns at once. Any other earlier run, or any run when ``resume=False``, is moved aside to
-    <name>.prev-N unread, never deleted. Ctrl-C (or Jupyter's interrupt) saves a checkpoint first, so running
-    the same call again continues from there.
+    Keeps <output_dir>/<name>/{checkpoint.pt, history.json, loss.png}. An earlier run with the same run id (config,
+    data, model: store.run_identity) resumes where it stopped, or returns at once if finished; any other, or any
+    with ``resume=False``, is moved aside unread to <name>.prev-N. Ctrl-C saves first; the same call continues.
 
     Args:
         model: any model with the course contract, (seq_len, batch) ids -> (seq_len, batch, vocab) logits.
-        corpus: from load_corpus(config): train/val datasets, tokenizer, description.
-        config: batch_size, epochs, learning_rate, max_steps_per_epoch, seed, device_id, bf16, compile, ...
+        corpus: from load_corpus(config); config: batch_size, epochs, learning_rate, device_id, bf16, compile, ...
         name: the run's name: a plain folder name under output_dir, and the plots' label.
         verbose: print the progress lines and draw the live plot in Jupyter; False prints nothing (errors raise).
-        callbacks: more hooks (training.callbacks.Callback) after the loss plot and the text samples.
+        callbacks: more hooks (training.callbacks.Callback), called after the loss plot's and the samples'.
     """
-    say = print if verbose else _quiet
+    say = print if verbose else (lambda *args, **kwargs: None)
     store = RunStore(config.output_dir, name)
     device = pick_device(config.device_id, verbose=verbose)
+    bf16 = _use_bf16(config, device)
     model.to(device)
     optimizer = make_optimizer(model, config.learning_rate, device)
     run_id = run_identity(config, corpus, model)
-    history, position = _open_run(store, run_id, model, optimizer, config, resume, say)
+    history = _open_run(store, run_id, model, optimizer, config, resume, say)
     if history is None:
         history = History(model=name, data=corpus.description, run_id=run_id, n_params=count_parameters(model),
                           vocab_size=corpus.vocab_size)
-        say(f"[{name}] {history.n_params:,} parameters on {device}"
-            f"{' (bf16 autocast)' if _use_bf16(config, device) else ''}; data: {corpus.description}")
-    elif history.finished and position.epoch >= config.epochs:
+        say(f"[{name}] {history.n_params:,} parameters on {device}{' (bf16 autocast)' if bf16 else ''}; "
+            f"data: {corpus.description}")
+    elif history.finished and history.epoch >= config.epochs:
         return history  # nothing written: a finished run loads from a read-only folder too
-    history.config, history.device, history.bf16 = config.to_dict(), str(device), _use_bf16(config, device)
+    history.config, history.device, history.bf16 = config.to_dict(), str(device), bf16
     hooks = [LossPlot(store, live=None if verbose else False),
              TextSamples(corpus.enc, config.prompt, config.sample_every_s, say), *callbacks]
     step_model = _CompiledView(model, say) if config.compile else model
@@ -329,22 +293,22 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
     def save() -> None:
         history.wall_time_s = wall_before + time.perf_counter() - wall0
         store.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
-                    "run_id": run_id, "history": history.to_dict(), "epoch": position.epoch,
-                    "step_in_epoch": position.step, "epoch_loss_sum": position.loss_sum}, history)
+                    "run_id": run_id, "history": history.to_dict(), "epoch": history.epoch,
+                    "step_in_epoch": history.step_in_epoch}, history)
 
     model.train()
     try:
-        while position.epoch < config.epochs:
-            train_epoch(model, optimizer, corpus, config, history, position, step_model, history.bf16, hooks, say)
+        while history.epoch < config.epochs:
+            train_epoch(model, optimizer, corpus, config, history, step_model, bf16, hooks, say)
             save()
             _call(hooks, "on_epoch_end", history, model)
         history.finished = True
         save()
         _call(hooks, "on_train_end", history, model)
-        history.to_json(store.history)  # now with the figure's path
+        history.to_json(store.history)  # again, now with the figure's path
     except KeyboardInterrupt:
         save()
-        say(f"[{name}] interrupted: checkpoint saved at epoch {position.epoch + 1}, step {position.step}; "
+        say(f"[{name}] interrupted: checkpoint saved at epoch {history.epoch + 1}, step {history.step_in_epoch}; "
             "run the same call again to continue.")
         raise
     return history

@@ -16,17 +16,15 @@ import torch
 
 __all__ = ["RunStore", "atomic_write", "check_run_name", "data_fingerprint", "run_identity", "load_checkpoint"]
 
-# What train() needs to resume; "run_id" may be missing (an older version's run), which makes it another run.
-CHECKPOINT_KEYS = ("model", "optimizer", "config", "history", "epoch", "step_in_epoch", "epoch_loss_sum")
+# What train() needs to resume (the History is also the run's position). No "run_id" (an older version): another run.
+CHECKPOINT_KEYS = ("model", "optimizer", "config", "history")
 
-
-# --- atomic writes ---
 
 def atomic_write(path: str | Path, write) -> None:
     """Write ``path`` through ``write(binary_file)`` so that it holds either the old content or all of the new.
 
-    The data goes to a unique temporary file in the same folder, is flushed and fsync'ed, and then
-    ``os.replace`` puts it in place; an interrupted write leaves the old file and no temporary behind.
+    The data goes to a unique temporary file in the same folder, is flushed and fsync'ed, and only then replaces
+    ``path`` (``os.replace``); an interrupted write leaves the old file and no temporary behind.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -52,22 +50,19 @@ def check_run_name(name) -> str:
     """``name`` if it is a plain folder name, else a ValueError (empty, a path separator, '.', '..', absolute)."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"run name must be a non-empty string, got {name!r} (for example name='lstm_3seqs')")
-    if name in (".", "..") or any(sep in name for sep in "/\\") or os.path.isabs(name):
+    if name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
         raise ValueError(f"run name {name!r} must be a plain folder name inside output_dir: no '/', '\\', '..' "
                          "or absolute path (for example name='lstm_3seqs')")
     return name
 
 
 def data_fingerprint(corpus) -> str:
-    """sha256 over every sequence (lengths and token ids) of the corpus's train and validation splits.
-
-    Content-based: the same files tokenized the same way give the same fingerprint, whatever their path.
-    """
+    """sha256 over every sequence (lengths and token ids) of the train and validation splits: the same data,
+    tokenized the same way, gives the same fingerprint whatever its files' paths or description."""
     h = hashlib.sha256(f"vocab {corpus.vocab_size}".encode())
     for split in (corpus.train, corpus.val):
-        # MixedSequenceDataset and HeldOutSet keep their two sources; item order of the mixture varies by epoch
-        lists = [split.tinystories, split.other] if hasattr(split, "other") else [list(split or [])]
-        for seqs in lists:
+        # the datasets keep their two sources (TinyStories, files); the mixture's item order changes by epoch
+        for seqs in [split.tinystories, split.other] if hasattr(split, "other") else [list(split or [])]:
             h.update(len(seqs).to_bytes(8, "little"))
             h.update(array("q", map(len, seqs)).tobytes())
             h.update(array("q", itertools.chain.from_iterable(seqs)).tobytes())
@@ -75,17 +70,14 @@ def data_fingerprint(corpus) -> str:
 
 
 def run_identity(config, corpus, model: torch.nn.Module) -> str:
-    """The run id: a hash of the config's meaningful fields, the data fingerprint and the model's class and shapes.
-
-    Two train() calls with the same id train the same thing, so the second may resume the first's checkpoint.
-    Fields like epochs or log_every are left out (TrainConfig.run_fields).
-    """
+    """The run id: a hash of the config's meaningful fields (TrainConfig.run_fields), the data fingerprint and the
+    model's class and parameter shapes. A checkpoint with the same id trains the same thing, so it may resume."""
     shapes = [[k, list(v.shape)] for k, v in model.state_dict().items()]
     key = {"config": config.run_fields(), "data": data_fingerprint(corpus), "model": [type(model).__name__, shapes]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# --- the run folder ---
+# --- the run's folder ---
 
 class RunStore:
     """The files of one named run: <output_dir>/<name>/checkpoint.pt, history.json and loss.png."""
@@ -102,11 +94,8 @@ class RunStore:
         return self.folder.is_dir() and any(self.folder.iterdir())
 
     def load(self) -> dict | None:
-        """The checkpoint (``weights_only=True``), or None if there is none.
-
-        A file that cannot be read (truncated, not a checkpoint, keys missing) raises one ValueError that names
-        it and the way out.
-        """
+        """The checkpoint, or None if there is none; one ValueError naming the file and the way out if it cannot
+        be read (empty, truncated, not a checkpoint, keys missing)."""
         if not self.checkpoint.exists():
             return None
         try:
@@ -114,8 +103,8 @@ class RunStore:
             missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
             if missing:
                 raise KeyError(f"no {', '.join(missing)}")
-        except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... depending on the damage
-            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else "empty or damaged"
+        except Exception as err:  # RuntimeError, UnpicklingError, EOFError, ... depending on the damage
+            reason = (str(err).strip().splitlines() or ["empty or damaged"])[0][:200]
             raise ValueError(f"cannot read the checkpoint {self.checkpoint} ({type(err).__name__}: {reason}). "
                              f"Run again with resume=False (pico.py --no_resume): {self.folder} is then moved "
                              f"aside to {self.name}.prev-N, unread, and training starts afresh.") from err
@@ -128,16 +117,15 @@ class RunStore:
         history.to_json(self.history)
 
     def save_figure(self, fig) -> Path:
-        """Write a matplotlib figure to loss.png, atomically; returns its path."""
+        """Write a matplotlib figure to loss.png, atomically; return its path."""
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self.figure, lambda f: fig.savefig(f, format="png", dpi=120))
         return self.figure
 
     def set_aside(self) -> Path:
-        """Move the folder to <name>.prev-N, the first N free; nothing is deleted. Returns the new path."""
+        """Move the folder to <name>.prev-N, the first N free (nothing is deleted); return the new path."""
         k = 1
         while self.folder.with_name(f"{self.name}.prev-{k}").exists():
             k += 1
-        target = self.folder.with_name(f"{self.name}.prev-{k}")
-        os.replace(self.folder, target)
-        return target
+        os.replace(self.folder, self.folder.with_name(f"{self.name}.prev-{k}"))
+        return self.folder.with_name(f"{self.name}.prev-{k}")
