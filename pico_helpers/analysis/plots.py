@@ -44,7 +44,8 @@ def _finish_axes(ax, title: str, ylabel: str = LOSS_LABEL):
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # an empty run has nothing to label
+        ax.legend(fontsize=8)
     return ax
 
 
@@ -72,7 +73,8 @@ def plot_history(history, ax=None, title: str | None = None, smooth: int | None 
                 label=f"{history.model}: training loss (running mean of {window} steps)")
     val = [(s, v) for s, v in history.val_points if v is not None]
     if val:
-        ax.plot(*zip(*val), "o--", ms=5, color=color, mec="black", mfc="white", label=f"{history.model}: validation loss")
+        ax.plot(*zip(*val), "o--", ms=5, color=color, mec="black", mfc="white",
+                label=f"{history.model}: validation loss")
     data = history.data.split(", tinystories_weight")[0]  # the sources, without the sizes and switches
     return _finish_axes(ax, title or f"{history.model} on {data or 'its data'}")
 

@@ -38,7 +38,8 @@ def pick_device(device_id: str | None = None, verbose: bool = True) -> torch.dev
         device = torch.device(device_id)
     except RuntimeError as err:
         raise ValueError(f"device_id {device_id!r} is not a torch device; use cpu, cuda, cuda:0, mps or auto") from err
-    if (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()) or (device.type == "mps" and not has_mps):
+    no_gpu = device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()
+    if no_gpu or (device.type == "mps" and not has_mps):
         fallback = auto if device.type == "cuda" else torch.device("cpu")
         if verbose:
             print(f"Requested device {device_id} is not available (CUDA GPUs: {torch.cuda.device_count()}); "
