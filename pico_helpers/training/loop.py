@@ -286,6 +286,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
     elif history.finished and history.epoch >= config.epochs:
         return history  # nothing written: a finished run loads from a read-only folder too
     history.config, history.device, history.bf16 = config.to_dict(), str(device), bf16
+    history.finished = False  # until its last epoch is done (a finished run may get more epochs)
     hooks = [LossPlot(store, live=None if verbose else False),
              TextSamples(corpus.enc, config.prompt, config.sample_every_s, say), *callbacks]
     step_model = _CompiledView(model, say) if config.compile else model
