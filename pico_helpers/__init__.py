@@ -15,8 +15,9 @@ from pico_helpers.presets import COMPARE_MODELS, preset, runs_root, tinystories_
 from pico_helpers.models import (KGramMLPSeqModel, LSTMSeqModel, RMSNorm, TransformerModel, build_model,
                                  count_parameters)
 from pico_helpers.sample import generate_text, generate_tokens, nucleus_probs, nucleus_sampling
-from pico_helpers.training import (compute_next_token_loss, evaluate, fused_linear_cross_entropy, load_checkpoint,
-                                next_token_loss, pick_device, train)
+from pico_helpers.training import (Callback, History, RunStore, compute_next_token_loss, evaluate,
+                                fused_linear_cross_entropy, load_checkpoint, make_optimizer, next_token_loss, pick_device,
+                                run_identity, train, train_epoch, train_step)
 from pico_helpers.workbook import (cell_text, continues_count, epoch_table, export_answers, md_table, median_seconds,
                                    run_table, sample_table)
 
@@ -36,9 +37,10 @@ __all__ = [
     "COMPARE_MODELS", "preset", "runs_root", "tinystories_source",
     # sample
     "generate_text", "generate_tokens", "nucleus_probs", "nucleus_sampling",
-    # train
-    "compute_next_token_loss", "evaluate", "fused_linear_cross_entropy", "load_checkpoint", "next_token_loss",
-    "pick_device", "train",
+    # training
+    "Callback", "History", "RunStore", "compute_next_token_loss", "evaluate", "fused_linear_cross_entropy",
+    "load_checkpoint", "make_optimizer", "next_token_loss", "pick_device", "run_identity", "train", "train_epoch",
+    "train_step",
     # workbook
     "cell_text", "continues_count", "epoch_table", "export_answers", "md_table", "median_seconds", "run_table",
     "sample_table",
