@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "export"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,37 +13,39 @@ ROOT = Path(__file__).resolve().parents[1]
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand, ``export``."""
     parser = argparse.ArgumentParser(prog="python -m pico_helpers", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
-    export = commands.add_parser(
+    cmd = parser.add_subparsers(dest="command", metavar="command", required=True).add_parser(
         "export", help="write answers.md from the executed notebooks",
-        description="Collect the '### Answer Q2.1' cells of the source notebooks, with the outputs (figures, tables, "
-                    "printed text) of the code cells above each answer in the executed copies, into one markdown "
-                    "file. Answer text comes from the source notebooks, so answers can be edited without re-running.")
-    export.add_argument("--executed", type=Path, default=ROOT / "build" / "quick",
-                        help="folder of executed notebooks (default: build/quick; build/full after `make workbook QUICK=0`)")
-    export.add_argument("--out", type=Path, default=None,
-                        help="markdown file to write; answers_files/ is created beside it "
-                             "(default: answers.md when --executed is build/full, else build/answers.md)")
-    export.add_argument("--notebooks", type=Path, default=ROOT / "notebooks",
-                        help="folder of the source notebooks NN_name.ipynb (default: notebooks)")
+        description="Collect the '### Answer Q2.1' cells of the source notebooks, with the outputs of the code cells "
+                    "above each answer in the executed copies, into one markdown file.")
+    cmd.add_argument("--executed", type=Path, default=ROOT / "build" / "quick",
+                     help="folder of executed notebooks (default: build/quick; build/full after `make workbook QUICK=0`)")
+    cmd.add_argument("--out", type=Path, help="markdown file to write, answers_files/ beside it (default: "
+                                              "answers.md when --executed is build/full, else build/answers.md)")
+    cmd.add_argument("--notebooks", type=Path, default=ROOT / "notebooks",
+                     help="folder of the source notebooks NN_name.ipynb (default: notebooks)")
+    cmd.add_argument("--force", action="store_true", help="export even if answers lose the outputs the current "
+                     "answers.md shows, or a file in answers_files/ the export did not write is overwritten")
     return parser
 
 
-def main(argv=None) -> int:
-    """Parse ``argv``, run the subcommand, print its report; 0 on success, 2 on a usage or file error."""
-    args = build_parser().parse_args(argv)
-    if args.command == "export":
-        from pico_helpers.workbook.export import export_answers
+def export(executed: Path, out: Path, notebooks: Path = ROOT / "notebooks", force: bool = False) -> int:
+    """Run the export and print its report; 0 on success, 2 (one line on stderr) on a file or usage error."""
+    from pico_helpers.workbook.export import export_answers
 
-        out = args.out
-        if out is None:
-            out = ROOT / "answers.md" if args.executed.name == "full" else ROOT / "build" / "answers.md"
-        try:
-            print(export_answers(args.executed, out, args.notebooks))
-        except (FileNotFoundError, FileExistsError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+    try:
+        report = export_answers(executed, out, notebooks, force=force)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report)
     return 0
+
+
+def main(argv=None) -> int:
+    """Parse ``argv`` and run the export; its exit code."""
+    args = build_parser().parse_args(argv)
+    out = args.out or (ROOT / "answers.md" if args.executed.name == "full" else ROOT / "build" / "answers.md")
+    return export(args.executed, out, args.notebooks, args.force)
 
 
 if __name__ == "__main__":

@@ -207,18 +207,97 @@ def test_placeholders_count_as_unanswered(tmp_path, png_bytes):
     assert "Unanswered (3): Q2.1 (02_kgram_mlp), Q2.2 (02_kgram_mlp), Q2.3 (02_kgram_mlp)" in report
 
 
-def test_export_is_deterministic_and_cleans_only_its_own_old_figures(tmp_path, png_bytes):
+def cli(*args):
+    """``python -m pico_helpers export ARGS`` as a user runs it: (exit code, stdout, stderr)."""
+    r = subprocess.run([sys.executable, "-m", "pico_helpers", "export", *map(str, args)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_export_is_deterministic_and_removes_only_the_figures_it_wrote(tmp_path, png_bytes):
     src_dir, exe_dir, target = write_pair(tmp_path, png_bytes)
     export(src_dir, exe_dir, target)
     files = target.parent / "answers_files"
     first = target.read_bytes(), (files / "02_kgram_mlp_Q2.1_1.png").read_bytes()
-    (files / "02_kgram_mlp_Q2.2_7.png").write_bytes(b"old export")  # ours, no longer referenced
-    (files / "my_notes.png").write_bytes(b"user file")  # not ours
     report = export_answers(exe_dir, target, source_dir=src_dir)
     assert (target.read_bytes(), (files / "02_kgram_mlp_Q2.1_1.png").read_bytes()) == first
-    assert not (files / "02_kgram_mlp_Q2.2_7.png").exists() and (files / "my_notes.png").read_bytes() == b"user file"
-    assert "0 new or changed, 1 old removed" in report
-    assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]
+    assert "0 new or changed, 0 old removed" in report
+    (files / "02_kgram_mlp_Q2.2_7.png").write_bytes(b"student file in the export's naming scheme")
+    (files / "my_notes.png").write_bytes(b"user file")
+    # The training cell now shows its log but no figure: Q2.1 keeps evidence, its old figure goes.
+    exe = nbformat.read(exe_dir / "02_kgram_mlp.ipynb", as_version=4)
+    exe.cells[2].outputs = exe.cells[2].outputs[:1]
+    nbformat.write(exe, exe_dir / "02_kgram_mlp.ipynb")
+    report = export_answers(exe_dir, target, source_dir=src_dir)
+    assert "0 new or changed, 1 old removed" in report and not (files / "02_kgram_mlp_Q2.1_1.png").exists()
+    assert (files / "02_kgram_mlp_Q2.2_7.png").exists() and (files / "my_notes.png").read_bytes() == b"user file"
+    assert not [p for p in target.parent.rglob("*.tmp")]
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "answers.md-from-before-manifests"])
+def test_outputless_copies_are_refused_until_force(tmp_path, png_bytes, manifest):
+    src_dir, exe_dir, target = write_pair(tmp_path, png_bytes)
+    assert cli("--executed", exe_dir, "--out", target, "--notebooks", src_dir)[0] == 0
+    files = target.parent / "answers_files"
+    (files / "my_plot.png").write_bytes(b"student")
+    (files / "02_kgram_mlp_Q2.2_1.png").write_bytes(b"student, in the export's naming scheme")
+    if not manifest:
+        (files / ".manifest.json").unlink()
+    before = target.read_bytes()
+    exe = nbformat.read(exe_dir / "02_kgram_mlp.ipynb", as_version=4)
+    for cell in (c for c in exe.cells if c.cell_type == "code"):  # an executed copy saved without outputs
+        cell.outputs, cell.execution_count = [], None
+    nbformat.write(exe, exe_dir / "02_kgram_mlp.ipynb")
+    code, out, err = cli("--executed", exe_dir, "--out", target, "--notebooks", src_dir)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "Q2.1, Q2.2 show outputs in" in err and "--force" in err and "Nothing was written" in err
+    assert target.read_bytes() == before and (files / "02_kgram_mlp_Q2.1_1.png").exists()
+    code, out, err = cli("--executed", exe_dir, "--out", target, "--notebooks", src_dir, "--force")
+    assert code == 0, err
+    assert "--force: Q2.1, Q2.2 show outputs" in out and "1 old removed" in out
+    assert not (files / "02_kgram_mlp_Q2.1_1.png").exists()  # the export's own figure, no longer used
+    assert (files / "my_plot.png").read_bytes() == b"student"  # never the student's files
+    assert (files / "02_kgram_mlp_Q2.2_1.png").read_bytes() == b"student, in the export's naming scheme"
+    assert "_(no outputs: notebook not executed)_" in target.read_text(encoding="utf-8")
+
+
+def test_a_changed_figure_is_not_overwritten_without_force(tmp_path, png_bytes):
+    src_dir, exe_dir, target = write_pair(tmp_path, png_bytes)
+    export(src_dir, exe_dir, target)
+    figure = target.parent / "answers_files" / "02_kgram_mlp_Q2.1_1.png"
+    figure.write_bytes(b"annotated by the student")
+    with pytest.raises(ValueError, match=r"02_kgram_mlp_Q2.1_1.png was not written by the export \(or was changed"):
+        export_answers(exe_dir, target, source_dir=src_dir)
+    assert figure.read_bytes() == b"annotated by the student"
+    report = export_answers(exe_dir, target, source_dir=src_dir, force=True)
+    assert figure.read_bytes() == png_bytes and "--force: " in report
+
+
+def test_a_hand_edit_of_answers_md_is_kept_and_warned(tmp_path, png_bytes):
+    src_dir, exe_dir, target = write_pair(tmp_path, png_bytes)
+    report, md = export(src_dir, exe_dir, target)
+    assert "edited by hand" not in report
+    target.write_text(md + "\nMy extra note.\n", encoding="utf-8")
+    report, new = export(src_dir, exe_dir, target)
+    assert new == md and "answers.md was edited by hand since the last export" in report
+    kept = list(target.parent.glob("answers.edited-*.md"))
+    assert len(kept) == 1 and kept[0].read_text(encoding="utf-8").endswith("My extra note.\n")
+    assert "edited by hand" not in export(src_dir, exe_dir, target)[0]  # nothing new to keep
+
+
+def test_broken_notebooks_and_a_directory_out_give_one_message(tmp_path, png_bytes):
+    src_dir, exe_dir, target = write_pair(tmp_path, png_bytes)
+    (exe_dir / "02_kgram_mlp.ipynb").write_text('{"cells": [', encoding="utf-8")  # malformed JSON
+    code, _, err = cli("--executed", exe_dir, "--out", target, "--notebooks", src_dir)
+    assert code == 2 and "Traceback" not in err and "02_kgram_mlp.ipynb is not a valid notebook (NotJSONError" in err
+    assert "make workbook" in err
+    (src_dir / "02_kgram_mlp.ipynb").write_text('{"cells": [{"cell_type": "markdown", "source": 7, "metadata": {}}], '
+                                               '"metadata": {}, "nbformat": 4, "nbformat_minor": 5}', encoding="utf-8")
+    code, _, err = cli("--executed", exe_dir, "--out", target, "--notebooks", src_dir)
+    assert code == 2 and "Traceback" not in err and "notebooks/02_kgram_mlp.ipynb is not a valid notebook" in err
+    assert "git checkout" in err
+    code, _, err = cli("--executed", exe_dir, "--out", tmp_path, "--notebooks", src_dir)
+    assert code == 2 and "Traceback" not in err and "is a directory" in err and "answers.md" in err
 
 
 def test_errors_and_bad_headings_are_warned(tmp_path, png_bytes):

@@ -222,7 +222,7 @@ class FakeAttentionModel(nn.Module):
 
     def __init__(self, n_layers=2, n_heads=3, vocab=13):
         super().__init__()
-        self.n_layers, self.n_heads, self.vocab = n_layers, n_heads, vocab
+        self.n_layers, self.n_heads, self.vocab_size = n_layers, n_heads, vocab
         self.dummy = nn.Parameter(torch.zeros(1))
         self.seen = None
 
@@ -236,7 +236,7 @@ class FakeAttentionModel(nn.Module):
     def forward(self, idx, return_attention=False):
         T, B = idx.shape
         self.seen = (idx.clone(), self.training)
-        logits = torch.zeros(T, B, self.vocab)
+        logits = torch.zeros(T, B, self.vocab_size)
         if not return_attention:
             return logits
         return logits, self.known(self.n_layers, self.n_heads, T).expand(-1, B, -1, -1, -1)

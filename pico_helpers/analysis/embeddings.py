@@ -23,6 +23,7 @@ def _check_table(table: torch.Tensor, what: str = "an embedding table (get one w
 
 
 def _check_id(table: torch.Tensor, token_id) -> int:
+    _check_table(table)
     if isinstance(token_id, torch.Tensor) and token_id.numel() == 1:
         token_id = token_id.item()
     if isinstance(token_id, bool) or not isinstance(token_id, int):
@@ -46,20 +47,10 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """k best (ids, scores) per row of (n, V) scores; equal scores rank by ascending id (stable sort)."""
-    values, ids = torch.sort(scores, dim=-1, descending=True, stable=True)
-    return ids[..., :k], values[..., :k]
-
-
 # --- neighbours ---
 
 def embedding_table(model) -> torch.Tensor:
-    """The model's (vocab, dim) token vectors as a detached float32 tensor on the model's device.
-
-    Calls ``model.embedding_table()`` (every model in the workbook has it). For float32 weights this is a
-    view of the live weights, not a copy: ``.clone()`` it to keep a snapshot while training goes on.
-    """
+    """``model.embedding_table()`` (vocab, dim) as detached float32: a view of float32 weights (``.clone()`` to keep)."""
     table = model.embedding_table()
     _check_table(table)
     return table.detach().float()
@@ -84,7 +75,8 @@ def nearest_to_vector(table: torch.Tensor, vector: torch.Tensor, k: int = 10,
     _check_k(k, table, len(excluded))
     scores = _unit_rows(table.float()) @ _unit_rows(vector.float()[None].to(table.device))[0]  # (V,)
     scores[excluded] = float("-inf")
-    return _top(scores, k)
+    values, ids = torch.sort(scores, descending=True, stable=True)  # equal scores: ascending id
+    return ids[:k], values[:k]
 
 
 def nearest_neighbours(table: torch.Tensor, token_id: int, k: int = 10,
@@ -95,20 +87,17 @@ def nearest_neighbours(table: torch.Tensor, token_id: int, k: int = 10,
         table: (V, D) embedding table (see embedding_table).
         token_id: an id in 0..V-1.
         k: number of neighbours.
-        exclude_self: leave the token itself out of the answer (it is always its own best match).
-    Returns (ids LongTensor (k,), cosine scores FloatTensor (k,)), best first; ties rank by ascending id.
+        exclude_self: leave the token itself out (it is always its own best match).
+    Returns (ids (k,), cosine scores (k,)) as nearest_to_vector does.
     """
-    _check_table(table)
     token_id = _check_id(table, token_id)
     return nearest_to_vector(table, table[token_id], k, exclude=(token_id,) if exclude_self else ())
 
 
 def annotate_tokens(token_ids: Sequence[int], table: torch.Tensor, decode: Callable[[int], str], k: int = 3) -> str:
-    """The starter's "monosemantic" view: each token followed by its k nearest neighbours.
+    """The starter's "monosemantic" view: each token as ``token[NN=['a','b','c']]``, joined without separators.
 
-    Every token is rendered as ``token[NN=['a','b','c']]`` (neighbours by cosine similarity in ``table``,
-    the token itself excluded, each neighbour shown with repr so spaces and newlines are visible) and the
-    pieces are joined with no separator, so the text still reads in order.
+    The neighbours (by cosine similarity, the token itself excluded) are shown with repr, so spaces show.
 
     Args:
         token_ids: the ids to annotate (e.g. the generated ones).
@@ -116,17 +105,8 @@ def annotate_tokens(token_ids: Sequence[int], table: torch.Tensor, decode: Calla
         decode: id -> string, e.g. ``lambda i: enc.decode([i])``.
         k: neighbours per token.
     """
-    _check_table(table)
-    ids = [_check_id(table, int(i)) for i in token_ids]
-    if not ids:
-        return ""
-    _check_k(k, table, 1)
-    unit = _unit_rows(table.float())  # (V, D)
-    rows = torch.tensor(ids, device=unit.device)
-    scores = unit[rows] @ unit.T  # (n, V)
-    scores[torch.arange(len(ids)), rows] = float("-inf")  # never its own neighbour
-    nn_ids = _top(scores, k)[0].tolist()  # (n, k)
-    return "".join(f"{decode(t)}[NN=[{','.join(repr(decode(j)) for j in nn)}]]" for t, nn in zip(ids, nn_ids))
+    neighbours = [(int(t), nearest_neighbours(table, int(t), k)[0].tolist()) for t in token_ids]
+    return "".join(f"{decode(t)}[NN=[{','.join(repr(decode(j)) for j in nn)}]]" for t, nn in neighbours)
 
 
 # --- queries typed by a reader ---
@@ -152,14 +132,11 @@ def _parse_query(enc, table: torch.Tensor, query: str) -> tuple[int, str]:
 
 
 def describe_neighbours(table: torch.Tensor, enc, query: str, k: int = 8) -> dict:
-    """The embedding inspector's answer as data: query token, note, neighbour ids, scores and a text table.
+    """The embedding inspector's answer as a dict: token_id, note, ids, scores, tokens and a text table.
 
     Args:
-        table: (V, D) embedding table.
-        enc: the model's tokenizer.
+        table: (V, D) embedding table; enc: the model's tokenizer; k: number of neighbours.
         query: a word (its first token is used) or a token id written as digits, e.g. "262".
-        k: number of neighbours.
-    Returns a dict with keys token_id, note, ids, scores, tokens and text.
     """
     token_id, note = _parse_query(enc, table, query)
     ids, scores = nearest_neighbours(table, token_id, k)
@@ -194,10 +171,7 @@ def _kmeans_pp(x: torch.Tensor, n_clusters: int, gen: torch.Generator) -> torch.
 
 
 def _fill_empty(labels: torch.Tensor, d2: torch.Tensor, n_clusters: int) -> torch.Tensor:
-    """Give each empty cluster (in increasing order) the point farthest from its own centre.
-
-    Only points from clusters with two or more members are moved, so no new cluster empties.
-    """
+    """Give each empty cluster the point farthest from its centre, taken only from clusters of two or more."""
     counts = torch.bincount(labels, minlength=n_clusters)  # (C,)
     labels, own = labels.clone(), d2.gather(1, labels[:, None])[:, 0].clone()  # own: (N,) distance to its centre
     for c in (counts == 0).nonzero().flatten().tolist():
@@ -218,8 +192,8 @@ def kmeans(vectors: torch.Tensor, n_clusters: int, iters: int = 50, seed: int = 
         iters: maximum Lloyd iterations (stops earlier once no label changes).
         seed: seeds the torch.Generator of the k-means++ draws (the global RNG is untouched).
         metric: "euclidean", or "cosine" (spherical k-means: points and centres are unit vectors).
-    Returns (labels LongTensor (N,), centroids FloatTensor (C, D)). A cluster left empty takes the point
-    farthest from its own centre (lowest index on ties), so the result is deterministic for a seed.
+    Returns (labels LongTensor (N,), centroids FloatTensor (C, D)); an empty cluster takes the point farthest
+    from its centre, so a seed always gives the same result.
     """
     _check_table(vectors, "vectors")
     n = vectors.shape[0]
@@ -250,9 +224,8 @@ def kmeans(vectors: torch.Tensor, n_clusters: int, iters: int = 50, seed: int = 
 def pca_2d(vectors: torch.Tensor) -> torch.Tensor:
     """Project (N, D) vectors on their first two principal axes -> (N, 2) float32.
 
-    The data are centred; each axis's sign is chosen so that its largest-magnitude loading is positive
-    (a deterministic convention: the same data always give the same picture). With fewer than two
-    usable axes (N < 3 or D < 2) the missing columns are zeros.
+    Each axis's largest loading is made positive, so the same data always give the same picture; an axis
+    without variance (N < 3 or D < 2) gives a column of zeros.
     """
     _check_table(vectors, "vectors")
     x = vectors.detach().double().cpu()

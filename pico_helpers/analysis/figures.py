@@ -6,7 +6,8 @@ from typing import Sequence
 
 import torch
 
-from pico_helpers.analysis.embeddings import _check_id, _check_table, _token, pca_2d
+from pico_helpers.analysis.embeddings import _check_id, _token, pca_2d
+from pico_helpers.analysis.plots import new_axes
 
 __all__ = ["plot_embedding_scatter", "token_structure_plot", "plot_attention"]
 
@@ -16,18 +17,8 @@ def _label(s: str) -> str:
     return s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
-def _new_axes(ax, figsize):
-    """``ax``, or the Axes of a new pyplot figure (matplotlib is imported only then)."""
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=figsize)[1]
-
-
 def _pca_axes(ax, title: str) -> None:
-    ax.set_xlabel("principal component 1")
-    ax.set_ylabel("principal component 2")
+    ax.set(xlabel="principal component 1", ylabel="principal component 2")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
 
@@ -40,18 +31,15 @@ def plot_embedding_scatter(table: torch.Tensor, token_ids: Sequence[int], labels
 
     Args:
         table: (V, D) embedding table.
-        token_ids: the N tokens to place (PCA is fitted on these N vectors only).
-        labels: N strings drawn next to the points.
+        token_ids, labels: the N tokens to place (PCA is fitted on these N only) and N strings to draw.
         ax: matplotlib Axes; a new figure if None.
         highlight: ids drawn larger and in red (e.g. the query token).
-        title: defaults to "PCA of N token embeddings".
     Returns the Axes.
     """
-    _check_table(table)
     ids = [_check_id(table, int(i)) for i in token_ids]
     if len(labels) != len(ids):
         raise ValueError(f"got {len(ids)} token ids but {len(labels)} labels; give one label per token")
-    ax = _new_axes(ax, (6.5, 5))
+    ax = new_axes(ax, (6.5, 5))
     xy = pca_2d(table[ids].cpu()) if ids else torch.zeros(0, 2)  # (N, 2)
     marked = [i in {int(h) for h in highlight} for i in ids]  # highlighted points: larger, red
     ax.scatter(xy[:, 0].tolist(), xy[:, 1].tolist(), s=[60 if m else 18 for m in marked],
@@ -66,20 +54,16 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
                          title: str | None = None, label_every: int | None = None):
     """PCA map of chosen tokens, coloured by their position in ``words`` and joined in that order.
 
-    Ordered lists such as ``number_words(0, 100)`` show whether the model learned their order (a smooth
-    path) or not (a tangle). A word that is several tokens is shown by its first token, with a warning.
+    An ordered list such as ``number_words(0, 100)`` shows whether the model learned the order (a smooth path)
+    or not (a tangle). A word of several tokens is shown by its first token, with a warning.
 
     Args:
-        table: (V, D) embedding table of a model that uses ``enc``.
-        enc: the model's tokenizer (GPT-2's or a CompactVocab).
-        words: the strings to place, in order.
-        ax: matplotlib Axes; a new figure if None.
+        table: (V, D) embedding table of a model that uses the tokenizer ``enc``.
+        words: the strings to place, in order; ax: matplotlib Axes (a new figure if None).
         connect: draw a thin line through the points in order.
-        label_every: label every n-th point (and the last); None: every point up to 30 words, every 5th up to
-            60, else every 10th (101 labels for the numbers 0..100 would overlap into a blot).
+        label_every: label every n-th point and the last; default 1, 5 or 10 for up to 30, 60 or more words.
     Returns the Axes.
     """
-    _check_table(table)
     if len(words) < 2:
         raise ValueError(f"give at least two words to compare, got {list(words)!r}")
     ids, split = [], []
@@ -91,9 +75,8 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
             split.append(w)
         ids.append(_check_id(table, toks[0]))
     if split:
-        warnings.warn(f"{len(split)} word(s) are several tokens, shown by their first token: {split[:5]!r}",
-                      stacklevel=2)
-    ax = _new_axes(ax, (7, 5.5))
+        warnings.warn(f"{len(split)} word(s) are several tokens, shown by their first token: {split[:5]!r}", stacklevel=2)
+    ax = new_axes(ax, (7, 5.5))
     x, y = pca_2d(table[ids].cpu()).T.tolist()  # N coordinates each
     if connect:
         ax.plot(x, y, color="0.75", lw=0.8, zorder=1)
@@ -114,30 +97,23 @@ def plot_attention(attn: torch.Tensor, tokens: Sequence[str], layer: int, head: 
     """Heatmap of one head's attention: query tokens down the rows, key tokens along the columns.
 
     Args:
-        attn: (n_layers, n_heads, T, T) from attention_maps.
-        tokens: the T token strings (tick labels on both axes).
-        layer, head: which map to draw (0-based).
-        ax: matplotlib Axes; a new figure if None.
-    Returns the Axes (titled "layer L, head H", with a colorbar of the weights).
+        attn: (n_layers, n_heads, T, T) from attention_maps; tokens: the T token strings.
+        layer, head: which map to draw (0-based); ax: matplotlib Axes (a new figure if None).
+    Returns the Axes, titled "layer L, head H".
     """
     T = len(tokens)
     if attn.dim() != 4 or attn.shape[-2:] != (T, T):
-        raise ValueError(f"attn must be (n_layers, n_heads, T, T) with T = len(tokens) = {T}, "
-                         f"got {tuple(attn.shape)}")
-    n_layers, n_heads = attn.shape[:2]
-    if not 0 <= layer < n_layers:
-        raise ValueError(f"layer must be in 0..{n_layers - 1}, got {layer}")
-    if not 0 <= head < n_heads:
-        raise ValueError(f"head must be in 0..{n_heads - 1}, got {head}")
+        raise ValueError(f"attn must be (n_layers, n_heads, T, T) with T = len(tokens) = {T}, got {tuple(attn.shape)}")
+    for name, value, n in (("layer", layer, attn.shape[0]), ("head", head, attn.shape[1])):
+        if not 0 <= value < n:
+            raise ValueError(f"{name} must be in 0..{n - 1}, got {value}")
     side = min(14.0, 3.0 + 0.32 * T)
-    ax = _new_axes(ax, (side + 1.0, side))
+    ax = new_axes(ax, (side + 1.0, side))
     image = ax.imshow(attn[layer, head].float().cpu().numpy(), cmap="viridis", vmin=0.0, aspect="equal")
     ax.figure.colorbar(image, ax=ax, label="attention weight")
     labels = [_label(t) for t in tokens]
     fontsize = 8 if T <= 40 else max(4.0, 8 * 40 / T)  # long prompts: smaller labels rather than overlapping ones
     ax.set_xticks(range(T), labels, rotation=90, fontsize=fontsize)
     ax.set_yticks(range(T), labels, fontsize=fontsize)
-    ax.set_xlabel("key (token attended to)")
-    ax.set_ylabel("query (token attending)")
-    ax.set_title(f"layer {layer}, head {head}")
+    ax.set(xlabel="key (token attended to)", ylabel="query (token attending)", title=f"layer {layer}, head {head}")
     return ax

@@ -4,7 +4,8 @@ Used by train() (its LossPlot callback) in every notebook and by pico.py, which 
 """
 from __future__ import annotations
 
-__all__ = ["plot_history", "plot_histories", "loss_figure", "LiveLossPlot", "in_notebook", "running_mean"]
+__all__ = ["plot_history", "plot_histories", "loss_figure", "LiveLossPlot", "in_notebook", "new_axes", "bare_figure",
+           "png_image", "running_mean"]
 
 LOSS_LABEL = "loss (cross-entropy, nats per token)"
 
@@ -17,6 +18,34 @@ def in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def new_axes(ax=None, figsize=(8, 4.5)):
+    """``ax``, or the Axes of a new pyplot figure (matplotlib is imported only then)."""
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)[1]
+
+
+def bare_figure(figsize, dpi=None):
+    """A Figure and its Axes outside pyplot: no GUI window, nothing shown twice or kept alive by callbacks."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.add_subplot(111)
+
+
+def png_image(fig, **savefig_kwargs):
+    """An IPython PNG Image of a matplotlib Figure (shown without pyplot, so never twice)."""
+    import io
+
+    from IPython.display import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig_kwargs)
+    return Image(data=buf.getvalue(), format="png")
 
 
 def running_mean(values: list[float], window: int) -> list[float]:
@@ -40,8 +69,7 @@ def _finish_axes(ax, title: str, ylabel: str = LOSS_LABEL):
     ax.set_yscale("log")  # plain numbers on the log axis, the in-between ticks labelled at 2, 3 and 5
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}" if f"{y:.0e}"[0] in "235" else ""))
-    ax.set_xlabel("training step (one batch each)")
-    ax.set_ylabel(ylabel)
+    ax.set(xlabel="training step (one batch each)", ylabel=ylabel)
     ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:  # an empty run has nothing to label
@@ -59,11 +87,7 @@ def plot_history(history, ax=None, title: str | None = None, smooth: int | None 
         smooth: running-mean window in steps; default about 2 % of the steps (at least 5).
     Returns the Axes.
     """
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots(figsize=(8, 4.5))
-    losses = history.step_loss
+    ax, losses = new_axes(ax), history.step_loss
     if losses:
         window = smooth or _window(len(losses))
         steps = range(1, len(losses) + 1)
@@ -88,10 +112,7 @@ def plot_histories(histories: dict, title: str, ax=None, what: str = "val"):
     """
     if what not in ("val", "train"):
         raise ValueError(f"what must be 'val' or 'train', got {what!r}")
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots(figsize=(8, 4.5))
+    ax = new_axes(ax)
     for label, h in histories.items():
         if what == "val":
             points = [(s, v) for s, v in h.val_points if v is not None]
@@ -103,11 +124,9 @@ def plot_histories(histories: dict, title: str, ax=None, what: str = "val"):
 
 
 def loss_figure(history, title: str | None = None):
-    """``plot_history`` on a bare matplotlib Figure (no pyplot state, no GUI window), e.g. to save as loss.png."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 4.5), dpi=100)
-    plot_history(history, ax=fig.add_subplot(111), title=title)
+    """``plot_history`` on a bare_figure, e.g. to save as loss.png."""
+    fig, ax = bare_figure((8, 4.5), dpi=100)
+    plot_history(history, ax=ax, title=title)
     fig.tight_layout()
     return fig
 
@@ -121,21 +140,15 @@ class LiveLossPlot:
     """
 
     def __init__(self, live: bool | None = None, title: str | None = None):
-        self.live = in_notebook() if live is None else live
-        self.title = title
-        self._handle = None
+        self.live, self.title, self._handle = in_notebook() if live is None else live, title, None
 
     def update(self, history) -> None:
         """Redraw with the latest history (cheap enough for a dozen times a run)."""
         if not self.live:
             return
-        import io
+        from IPython.display import display
 
-        from IPython.display import Image, display
-
-        buf = io.BytesIO()
-        loss_figure(history, self.title).savefig(buf, format="png", dpi=100)
-        image = Image(data=buf.getvalue(), format="png")
+        image = png_image(loss_figure(history, self.title), dpi=100)
         if self._handle is None:
             self._handle = display(image, display_id=True)
         else:

@@ -8,6 +8,7 @@ import torch
 from pico_helpers.analysis.attention import attention_maps
 from pico_helpers.analysis.embeddings import _token, describe_neighbours, embedding_table, number_words
 from pico_helpers.analysis.figures import plot_attention, plot_embedding_scatter, token_structure_plot
+from pico_helpers.analysis.plots import bare_figure, in_notebook, png_image
 
 __all__ = ["EmbeddingInspector", "AttentionViewer", "embedding_inspector", "attention_viewer"]
 
@@ -18,26 +19,12 @@ STRUCTURE_PRESETS = {
                                  " mom", " dad", " sister", " brother"],
     "custom (below, separated by |)": None,
 }
-
-
-# The attention heatmap's largest side: at the panel's 90 dpi about 630 px, so that in a 1000-px window the prompt,
-# the sliders and the whole plot with its axis labels are on screen together.
+# The heatmap's largest side: 630 px at the panel's 90 dpi, so prompt, sliders and plot fit a 1000-px window.
 HEATMAP_MAX_INCHES = 7.0
 
 
-def _figure(figsize):
-    """A bare Figure and its Axes: no pyplot state, so nothing is shown twice or kept alive by callbacks."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    return fig, fig.add_subplot(111)
-
-
 class _View:
-    """Holds an Output area and the last text and figure shown in it (what the tests look at).
-
-    ipywidgets and matplotlib are imported only when a panel is built.
-    """
+    """An Output area and the last text and figure shown in it (what the tests look at)."""
 
     def __init__(self):
         import ipywidgets as widgets
@@ -45,32 +32,25 @@ class _View:
         self.out, self.last_text, self.last_figure = widgets.Output(), "", None
 
     def _show(self, text: str, fig=None) -> None:
-        from pico_helpers.analysis.plots import in_notebook
-
         self.last_text, self.last_figure = text, fig
+        if fig is not None:
+            fig.tight_layout()
         if not in_notebook():  # headless (tests, scripts): keep the results, draw nothing
             return
-        import io
-
-        from IPython.display import Image, display
+        from IPython.display import display
 
         self.out.clear_output(wait=True)
         with self.out:
             if text:
                 print(text)
             if fig is not None:
-                buf = io.BytesIO()
-                fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-                display(Image(data=buf.getvalue(), format="png"))
+                display(png_image(fig, dpi=90, bbox_inches="tight"))
 
 
 # --- embedding inspector ---
 
 class EmbeddingInspector(_View):
-    """Neighbours of a word in a chosen model's embedding table, and a map of chosen tokens.
-
-    ``show_neighbours`` and ``show_structure`` are the widget callbacks; call them directly to test.
-    """
+    """The panel behind ``embedding_inspector``; ``show_neighbours`` and ``show_structure`` are its callbacks."""
 
     def __init__(self, models: dict, enc, default_word: str = " the", k: int = 8):
         import ipywidgets as widgets
@@ -109,18 +89,17 @@ class EmbeddingInspector(_View):
             info = describe_neighbours(self.table(), self.enc, self.word.value, self.k.value)
         except ValueError as err:
             return self._show(f"{err}")
-        fig, ax = _figure((6.5, 5))
+        fig, ax = bare_figure((6.5, 5))
         ids = [info["token_id"]] + info["ids"]
         labels = [_token(self.enc, info["token_id"])] + info["tokens"]
         plot_embedding_scatter(self.table(), ids, labels, ax=ax, highlight=[info["token_id"]],
                                title=f"{self.model.value}: {labels[0]!r} and its {len(info['ids'])} nearest tokens")
-        fig.tight_layout()
         self._show(info["text"], fig)
 
     def show_structure(self, change=None) -> None:
         """Callback: PCA map of the preset (or custom) token list in the selected model."""
         words = STRUCTURE_PRESETS[self.preset.value] or [w for w in self.custom.value.split("|") if w]
-        fig, ax = _figure((7, 5.5))
+        fig, ax = bare_figure((7, 5.5))
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -128,7 +107,6 @@ class EmbeddingInspector(_View):
                                      title=f"{self.model.value}: {len(words)} tokens in order")
         except ValueError as err:
             return self.structure._show(f"{err}")
-        fig.tight_layout()
         self.structure._show("\n".join(str(w.message) for w in caught), fig)
 
 
@@ -136,12 +114,9 @@ def embedding_inspector(models: dict, enc, default_word: str = " the", k: int = 
     """An ipywidgets panel: nearest neighbours of a word in a chosen model, and a token-structure map.
 
     Args:
-        models: {name: model} with the course contract (each has embedding_table()).
-        enc: their tokenizer (all models must share it).
-        default_word: the first query (a word, or a token id as digits).
-        k: initial number of neighbours.
-    Returns the widget (display it as a cell's last expression). ``widget.view`` is the EmbeddingInspector
-    whose ``show_neighbours`` / ``show_structure`` callbacks, ``last_text`` and ``last_figure`` tests use.
+        models: {name: model} with the course contract; enc: their shared tokenizer.
+        default_word: the first query (a word, or a token id as digits); k: initial number of neighbours.
+    Returns the widget; ``widget.view`` is its EmbeddingInspector (callbacks, ``last_text``, ``last_figure``).
     """
     return EmbeddingInspector(models, enc, default_word, k).widget
 
@@ -166,8 +141,8 @@ class AttentionViewer(_View):
         self.widget.view = self
         self._compute()  # a bad first prompt raises; later ones are shown in the panel
         self.prompt.observe(self.set_prompt, names="value")
-        self.layer.observe(self.show, names="value")
-        self.head.observe(self.show, names="value")
+        for slider in (self.layer, self.head):
+            slider.observe(self.show, names="value")
         self.show()
 
     def _compute(self) -> None:
@@ -189,16 +164,15 @@ class AttentionViewer(_View):
     def show(self, change=None) -> None:
         """Callback: draw the selected layer and head."""
         side = min(HEATMAP_MAX_INCHES, 3.0 + 0.2 * len(self.tokens))
-        fig, ax = _figure((side + 1.0, side))
+        fig, ax = bare_figure((side + 1.0, side))
         plot_attention(self.attn, self.tokens, self.layer.value, self.head.value, ax=ax)
-        fig.tight_layout()
         self._show("", fig)
 
 
 def attention_viewer(model, enc, prompt: str):
     """An ipywidgets panel with layer and head sliders showing plot_attention for ``prompt``.
 
-    The model must accept ``model(idx, return_attention=True)`` (the TransformerModel does).
-    Returns the widget; ``widget.view`` is the AttentionViewer (its ``show`` callback, ``last_figure``).
+    Args: model (accepting ``return_attention=True``), its tokenizer ``enc``, the first ``prompt``.
+    Returns the widget; ``widget.view`` is its AttentionViewer (``show`` callback, ``last_figure``).
     """
     return AttentionViewer(model, enc, prompt).widget

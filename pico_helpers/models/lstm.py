@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 __all__ = ["LSTMSeqModel"]
 
@@ -15,7 +14,7 @@ class LSTMSeqModel(nn.Module):
     """The starter's LSTM: embedding -> one-layer LSTM -> linear to the vocabulary.
 
     Args:
-        vocab_size: number of token ids (50,257 for GPT-2, fewer with a compact vocabulary).
+        vocab_size: number of token ids (50,257 for GPT-2, fewer in a corpus vocabulary).
         embed_size: embedding width.
         hidden_size: LSTM state width.
     """
@@ -32,8 +31,7 @@ class LSTMSeqModel(nn.Module):
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """(T, B) ids -> (T, B, hidden_size) LSTM outputs."""
         self.lstm.flatten_parameters()
-        out, _ = self.lstm(self.embedding(idx))  # (T, B, H)
-        return out
+        return self.lstm(self.embedding(idx))[0]  # (T, B, H)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """(T, B) ids -> (T, B, vocab) logits."""

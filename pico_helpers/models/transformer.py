@@ -1,10 +1,7 @@
 """The decoder-only Transformer (question 4): RMSNorm, causal multi-head attention, positional variants, KV cache.
 
-Follows the model contract of pico_helpers/models/__init__.py: ``model(idx)`` (T, B) ids -> (T, B, V) logits,
-``hidden``/``head``, ``step``, ``embedding_table``, ``block_size``. Inside, tensors are batch-first (B, T, D),
-as the attention kernels want; the public methods transpose at the door.
-
-Used in 04_transformer.ipynb and 06_experiments.ipynb.
+The model contract of models/__init__.py outside; inside, tensors are batch-first (B, T, D), as the attention
+kernels want. Used in 04_transformer.ipynb and 06_experiments.ipynb.
 """
 from __future__ import annotations
 
@@ -24,10 +21,7 @@ POSITIONAL_MODES = ("learned", "sinusoidal", "rope", "none")
 # --- RMSNorm ---
 
 class RMSNorm(nn.Module):
-    """Root-mean-square normalisation: ``x / sqrt(mean(x**2, last dim) + eps) * weight``, weight (dim,) from ones.
-
-    Unlike LayerNorm there is no mean subtraction and no bias. Half precision is normalised in float32.
-    """
+    """``x / sqrt(mean(x**2, last dim) + eps) * weight``: LayerNorm without mean or bias; half precision in float32."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -62,9 +56,9 @@ def rope_tables(n_positions: int, head_dim: int, base: float = 10000.0) -> tuple
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, T, d) queries or keys by their positions' cos/sin (T, d/2).
+    """Rotate (B, H, T, d) queries or keys by their positions' cos/sin (T, d/2): dimension i pairs with i + d/2.
 
-    Dimension i pairs with i + d/2 and each pair turns by its angle: a query at p . a key at s depends on p - s.
+    Each pair turns by its angle, so a query at p . a key at s depends only on p - s.
     """
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, d/2) each
@@ -179,34 +173,27 @@ class Block(nn.Module):
 class TransformerModel(nn.Module):
     """A decoder-only, GPT-style Transformer with the course's sequence-first contract.
 
-    token embedding (+ positions) -> n_blocks x [causal multi-head self-attention, MLP] with residual
-    connections and RMSNorm -> final RMSNorm (pre-norm only) -> ``head`` (Linear(D, V), no bias).
+    token embedding (+ positions) -> n_blocks x [causal self-attention, MLP], each with a residual and an
+    RMSNorm -> final RMSNorm (pre-norm only) -> ``head`` (Linear(D, V), no bias). Weights start normal(0, 0.02);
+    the two residual projections of each block at 0.02 / sqrt(2 * n_blocks), so the stream does not grow with depth.
 
     Args:
         vocab_size: number of token ids.
         d_model: width of the residual stream.
-        n_heads: attention heads; must divide d_model (each head gets d_model // n_heads dims).
+        n_heads: attention heads; must divide d_model.
         n_blocks: number of Transformer blocks.
-        block_size: maximum context; longer inputs to ``forward``/``hidden`` raise ValueError, and
-            generation (``step``) crops the context to its last block_size tokens.
-        positional: "learned" (an nn.Embedding(block_size, D) added to the tokens), "sinusoidal"
-            (fixed sin/cos table added), "rope" (rotary: queries and keys of every head are rotated by
-            their position) or "none" (only the causal mask tells positions apart).
-        norm: "pre" (x + f(norm(x)), GPT-2/LLaMA) or "post" (norm(x + f(x)), the 2017 Transformer;
-            no final norm then, the last block already ends with one).
+        block_size: maximum context; ``forward`` refuses longer inputs, ``step`` crops to the last block_size.
+        positional: "learned" (nn.Embedding(block_size, D) added), "sinusoidal" (fixed table added), "rope"
+            (queries and keys rotated by position) or "none" (only the causal mask tells positions apart).
+        norm: "pre" (x + f(norm(x)), GPT-2) or "post" (norm(x + f(x)), the 2017 Transformer, no final norm).
         tie_weights: share one (V, D) matrix between the token embedding and the head.
         mlp_ratio: hidden width of the MLP in multiples of d_model.
         dropout: on attention weights, residual branches and the embeddings (0 = off).
 
-    Initialisation: weights normal(0, 0.02), RMSNorm weights 1, and each block's two residual projections
-    (attention and MLP outputs) at 0.02 / sqrt(2 * n_blocks), so the residual stream does not grow with depth.
-
-    KV cache: ``forward``/``hidden`` with a cache (``new_cache``) run only the new positions, after the
-    cached ones; decoding one token is that forward pass with T = 1. ``step``'s rule: positions are absolute
-    within the window, 0 .. block_size-1; when a new token would overflow it, the context is cropped to its
-    last block_size tokens and the cache recomputed from position 0. So ``step``'s logits always equal
-    ``model(context[-block_size:])[-1]``; the price: once the window is full, every further token costs a
-    recompute of block_size positions (as generation without a cache does).
+    KV cache: ``forward`` with a cache (``new_cache``) runs only the new positions after the cached ones;
+    decoding one token is forward with T = 1. Positions are absolute within the window: when ``step`` would
+    overflow it, the context is cropped to its last block_size tokens and the cache recomputed, so ``step``'s
+    logits always equal ``model(context[-block_size:])[-1]``.
     """
 
     def __init__(self, vocab_size: int = 50257, d_model: int = 256, n_heads: int = 4, n_blocks: int = 4,
@@ -226,8 +213,6 @@ class TransformerModel(nn.Module):
                              f"even, got {d_model // n_heads}; change d_model or n_heads")
         if not isinstance(block_size, int) or block_size < 1 or n_blocks < 1:
             raise ValueError(f"block_size and n_blocks must be positive integers, got {block_size!r}, {n_blocks!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.vocab_size, self.d_model, self.n_heads, self.n_blocks = vocab_size, d_model, n_heads, n_blocks
         self.block_size, self.positional, self.norm = block_size, positional, norm
         self.token_embedding = nn.Embedding(vocab_size, d_model)
@@ -295,18 +280,17 @@ class TransformerModel(nn.Module):
         return KVCache(buffers[:self.n_blocks], buffers[self.n_blocks:], ids)
 
     def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """(T, B) ids -> (T, B, d_model) final hidden states (after the final norm); ``head`` makes them logits.
+        """(T, B) ids -> (T, B, d_model) final hidden states; ``head`` makes them logits.
 
-        With a ``cache`` (``new_cache``) the T positions follow the cached ones; their keys and values are
-        written into it and ``cache.pos`` advances by T (at most to block_size).
+        With a ``cache`` (``new_cache``) the T positions follow the cached ones, their keys and values are
+        written into it and ``cache.pos`` advances by T.
         """
         return self._run(idx, cache, return_attention=False)[0].transpose(0, 1)  # (T, B, D)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, return_attention: bool = False):
         """(T, B) ids -> (T, B, vocab) logits; ``cache`` as in ``hidden``.
 
-        ``return_attention``: also the weights, softmax(q k^T / sqrt(d_head)) with the causal mask computed
-        explicitly, (n_blocks, B, n_heads, T, n_keys) with n_keys = cached + T; the logits are the same.
+        ``return_attention``: also the weights (n_blocks, B, n_heads, T, cached + T), computed explicitly.
         """
         x, attns = self._run(idx, cache, return_attention)
         logits = self.head(x).transpose(0, 1)  # (T, B, V)
@@ -315,9 +299,8 @@ class TransformerModel(nn.Module):
     def step(self, idx_new: torch.Tensor, state: KVCache | None = None):
         """Feed (T_new, B) new ids after ``state``; return the last position's logits (B, vocab) and the cache.
 
-        The course's generation contract: ``hidden`` with a cache, the head on the last position only.
-        ``state=None`` starts a new cache; past block_size, see the class docstring. The cache is updated in
-        place and returned; to continue two ways from one state, ``copy()`` it first.
+        ``hidden`` with a cache, the head on the last position only; ``state=None`` starts a new cache. The
+        cache is updated in place: to continue two ways from one state, ``copy()`` it first.
         """
         if state is None or state.pos + idx_new.size(0) > self.block_size:
             context = idx_new if state is None else torch.cat([state.tokens, idx_new])  # (T, B)

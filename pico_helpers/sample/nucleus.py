@@ -1,21 +1,11 @@
 """Nucleus (top-p) sampling: sort the probabilities, cut where their cumulative sum reaches p, renormalise, draw.
 
-The nucleus for a probability mass ``p`` is the smallest set of most probable tokens whose cumulative
-probability reaches ``p``, widened by one rule that makes it independent of how ties are sorted:
-every token whose probability equals that of the last token kept is kept too. In other words, with
-``t`` the probability of the token at which the descending cumulative sum first reaches ``p``, the
-nucleus is ``{tokens with probability >= t}``. Two more conventions:
-
-- A cumulative sum within ``REACH_TOL`` (1e-6) of ``p`` counts as reaching it, so ``p`` equal to a
-  cumulative sum (``p=0.8`` with probabilities 0.5, 0.3, 0.2) keeps two tokens whatever float32
-  rounding did to the probabilities.
-- ``p = 1.0`` is the full softmax distribution (nothing is cut); ``p -> 0`` keeps only the most
-  probable token (all of them, uniformly, if several tie for the maximum), i.e. greedy decoding.
-
-A confident model's nucleus is a few dozen of the 50,257 tokens, so we take only the ``TOP_K`` largest
-probabilities (``torch.topk``) first. If the nucleus ends before the last of them, the cut is the full
-sort's (the same numbers summed in the same order: on the CPU, bit for bit); otherwise we sort the whole
-vocabulary.
+The nucleus is every token with probability >= t, where t is the probability of the token at which the
+descending cumulative sum first reaches p: the smallest most-probable set, plus all ties of its last token,
+so the answer does not depend on how ties are sorted. A sum within ``REACH_TOL`` of p counts as reaching it
+(p=0.8 over 0.5, 0.3, 0.2 keeps two tokens whatever float32 rounding did). p = 1.0 keeps everything; p -> 0
+keeps only the most probable token(s): greedy. A confident model's nucleus is a few dozen tokens, so the
+``TOP_K`` largest come first (``torch.topk``); only if the cut is not inside them is the whole vocabulary sorted.
 
 Used in 05_sampling.ipynb and by generate.py.
 """
@@ -53,10 +43,9 @@ def _softmax(logits: torch.Tensor, p: float, temperature: float) -> torch.Tensor
 
 
 def _cut(vals: torch.Tensor, p: float):
-    """Where the nucleus ends in descending probabilities (B, m).
+    """Where the nucleus ends in descending probabilities (B, m): (threshold t (B, 1), n_kept (B,), mass (B, 1)).
 
-    Returns (t (B, 1) the threshold probability, n_kept (B,) the values >= t, mass (B, 1) their sum). If the
-    cumulative sum never reaches p within these m values, t is the last value and all m are kept.
+    If the cumulative sum never reaches p within these m values, t is the last value and all m are kept.
     """
     csum = vals.double().cumsum(dim=-1)  # (B, m), in float64 so that 50,257 additions do not drift
     # csum never decreases, so the number of sums below p is the index of the first one that reaches it
@@ -68,10 +57,7 @@ def _cut(vals: torch.Tensor, p: float):
 
 
 def _nucleus(probs: torch.Tensor, p: float):
-    """(B, V) probabilities -> (vals (B, m), ids (B, m), t (B, 1), n_kept (B,), mass (B, 1)).
-
-    vals descending and ids their tokens: the nucleus of each row is its first n_kept columns.
-    """
+    """(B, V) probabilities -> (vals (B, m) descending, their ids (B, m), t, n_kept, mass) as in ``_cut``."""
     k = min(TOP_K, probs.shape[-1])
     vals, ids = torch.topk(probs, k, dim=-1)  # (B, k) descending
     t, n_kept, mass = _cut(vals, p)
@@ -90,10 +76,9 @@ def nucleus_probs(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.
 
     Args:
         logits: (V,) or (B, V) scores for one or a batch of positions (any float dtype, any device).
-        p: probability mass of the nucleus, in (0, 1] (see the module docstring for ties and rounding).
-        temperature: > 0, divides the logits before the softmax and before the cut.
-    Returns a float32 tensor shaped like ``logits``: renormalised probabilities inside the nucleus,
-    exactly 0 outside it.
+        p: probability mass of the nucleus, in (0, 1] (ties and rounding: the module docstring).
+        temperature: > 0, divides the logits before the softmax and the cut.
+    Returns float32 probabilities shaped like ``logits``, renormalised inside the nucleus, exactly 0 outside.
     """
     probs = _softmax(logits, p, temperature)  # (B, V)
     if p < 1.0:
@@ -110,8 +95,7 @@ def nucleus_sampling(logits: torch.Tensor, p: float = 0.95, temperature: float =
         logits: (V,) or (B, V) scores.
         p: nucleus mass in (0, 1]; 1.0 samples the full distribution, a tiny p is greedy.
         temperature: > 0, applied to the logits before the top-p cut.
-        generator: a seeded torch.Generator for reproducible draws (the global RNG is used if None).
-            The draw runs on the generator's device; the result comes back on the logits' device.
+        generator: a seeded torch.Generator (the global RNG if None); the draw runs on its device.
     Returns a LongTensor of ids: shape () for (V,) logits, (B,) for (B, V).
     """
     probs = _softmax(logits, p, temperature)  # (B, V)

@@ -16,10 +16,9 @@ __all__ = ["md_table", "cell_text", "median_seconds", "run_table", "epoch_table"
 # --- markdown tables ---
 
 def md_table(header: Sequence, rows: Sequence[Sequence]) -> str:
-    """A markdown table (show it with ``display(Markdown(...))``) from a header and rows of cells.
+    """A markdown table from a header and rows: ``str(x)`` per cell, ``|`` escaped, newlines shown as " ⏎ ".
 
-    Each cell is ``str(x)`` with ``|`` escaped (unless it already is) and newlines shown as " ⏎ ", so any text
-    stays in its row. Used in every notebook from 02_kgram_mlp.ipynb on.
+    Show it with ``display(Markdown(...))``. Used in every notebook from 02_kgram_mlp.ipynb on.
     """
     def cell(x) -> str:
         return re.sub(r"(?<!\\)\|", r"\\|", str(x)).replace("\n", " ⏎ ")
@@ -29,19 +28,13 @@ def md_table(header: Sequence, rows: Sequence[Sequence]) -> str:
 
 
 def cell_text(token: str) -> str:
-    """A token as a table cell: its repr (leading spaces and newlines visible), pipes escaped.
-
-    Safe inside md_table too. Used in 01_embeddings.ipynb (the neighbour tables).
-    """
+    """A token as a table cell: its repr (spaces and newlines visible), pipes escaped (01_embeddings.ipynb)."""
     return repr(token).replace("|", "\\|")
 
 
 def _field(history, name: str):
-    """``history.name`` for the History dataclass, ``history[name]`` for its dict form (a loaded history.json)."""
-    try:
-        return getattr(history, name)
-    except AttributeError:
-        return history[name]
+    """``history.name`` for a History, ``history[name]`` for its dict form (a loaded history.json)."""
+    return history[name] if isinstance(history, dict) else getattr(history, name)
 
 
 def _num(x, fmt: str) -> str:
@@ -55,10 +48,9 @@ def run_table(runs: dict, label: str = "run", extra: dict | None = None) -> str:
     """One markdown row per run: parameters, steps, final train and validation loss, tokens/s, training time.
 
     Args:
-        runs: {row label: history} in display order; a history is what train() returns, or its dict form.
+        runs: {row label: History from train(), or its dict form}, in display order.
         label: the first column's heading ("run", "model", ...).
         extra: {column heading: one cell per run} added on the right, e.g. a greedy sample of each model.
-    Used in 03_lstm.ipynb, 04_transformer.ipynb, 05_sampling.ipynb and 06_experiments.ipynb.
     """
     extra = extra or {}
     for heading, cells in extra.items():
@@ -72,12 +64,9 @@ def run_table(runs: dict, label: str = "run", extra: dict | None = None) -> str:
 
 
 def epoch_table(history) -> str:
-    """One run in markdown: a line with its name, size, tokens and time, then its end-of-epoch losses.
+    """One run in markdown: its name, size, tokens and time, then its end-of-epoch losses.
 
-    Args:
-        history: what train() returns (attributes epoch_end_step, epoch_train_loss, epoch_val_loss, ...), or
-            its dict form.
-    Used in 01_embeddings.ipynb (Q1.1, Q1.2).
+    Args: history, a History from train() or its dict form. Used in 01_embeddings.ipynb (Q1.1, Q1.2).
     """
     epochs = zip(*(_field(history, k) for k in ("epoch_end_step", "epoch_train_loss", "epoch_val_loss")))
     rows = [[e, step, _num(tr, ".3f"), _num(va, ".3f")] for e, (step, tr, va) in enumerate(epochs, start=1)]
@@ -106,9 +95,8 @@ def sample_table(model, enc, prompt: str, max_new_tokens: int = 20, count: bool 
 
     Args:
         model, enc: a model with the course contract and its tokenizer.
-        prompt: the text to continue; max_new_tokens: tokens generated after it.
+        prompt: the text to continue; max_new_tokens: tokens generated after it; seed: for the top-p samples.
         count: add a column of continues_count, for counting prompts such as "0 1 2 3 4".
-        seed: seeds the two top-p samples.
     Used in 01_embeddings.ipynb (Q1.1, Q1.2).
     """
     rows = []
@@ -126,23 +114,20 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, devi
     Args:
         fn: the work to time, called with no arguments.
         repeats: timed calls (at least 1); the median ignores a call slowed by something else.
-        warmup: untimed calls first (allocations, caches, lazy initialisation); 0 for none.
-        device: on a CUDA device every timed call is bracketed by torch.cuda.synchronize(), so the time
-            covers the kernels and not only their launch.
+        warmup: untimed calls first (allocations, caches, lazy initialisation).
+        device: on CUDA each call is bracketed by torch.cuda.synchronize(), to time the kernels, not the launch.
     Used in 01_embeddings.ipynb, 02_kgram_mlp.ipynb, 03_lstm.ipynb and 04_transformer.ipynb.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    cuda = device is not None and torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else lambda: None
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         fn()
-        if cuda:
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)

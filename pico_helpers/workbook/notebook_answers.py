@@ -121,21 +121,10 @@ def find_answers(nb, stem: str, warnings: list[str] | None = None) -> list[Answe
 # --- cleaning outputs ---
 
 def clean_stream_text(text: str) -> str:
-    """Printed text as a terminal would show it at the end.
-
-    ANSI colour codes are removed and each \\r-overwritten line (a tqdm progress bar) is reduced to its final
-    state. Used by the export for stream outputs, error messages and text/plain values.
-    """
-    text = _ANSI.sub("", text.replace("\r\n", "\n"))
-    lines = []
-    for line in text.split("\n"):
-        if "\r" in line:
-            parts = [p for p in line.split("\r") if p.strip()]
-            line = parts[-1] if parts else ""
-        lines.append(line.rstrip())
-    while lines and not lines[-1]:
-        lines.pop()
-    return "\n".join(lines)
+    """Printed text as a terminal shows it at the end: no ANSI colours, a \\r-redrawn line (tqdm) in its last state."""
+    lines = [([p for p in line.split("\r") if p.strip()] or [""])[-1].rstrip()  # a tqdm bar: its last state
+             for line in _ANSI.sub("", text.replace("\r\n", "\n")).split("\n")]
+    return "\n".join(lines).rstrip("\n")
 
 
 # --- a source notebook with its executed copy ---
@@ -165,16 +154,28 @@ def cell_key(cell, index: int) -> str:
     return cell.get("id") or f"#{index}"
 
 
-def load_notebooks(source_dir: Path, executed_dir: Path, warnings: list[str]) -> list[Notebook]:
-    """Every source notebook NN_name.ipynb with its executed copy, its run metadata and its stale cells."""
+def read_notebook(path: Path, fix: str):
+    """``nbformat.read`` with one error that names the notebook and says ``fix`` (malformed JSON, a bad schema)."""
     import nbformat
 
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)  # read lets some schema errors through, to fail later on a cell
+        return nb
+    except Exception as err:  # NotJSONError, ValidationError, TypeError...: nbformat raises many kinds
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{repo_path(path)} is not a valid notebook ({type(err).__name__}: {first}); {fix}") from None
+
+
+def load_notebooks(source_dir: Path, executed_dir: Path, warnings: list[str]) -> list[Notebook]:
+    """Every source notebook NN_name.ipynb with its executed copy, its run metadata and its stale cells."""
     notebooks = []
     for path in sorted(source_dir.glob("[0-9][0-9]_*.ipynb")):
-        entry, copy = Notebook(path.stem, path, nbformat.read(path, as_version=4)), executed_dir / path.name
+        nb = read_notebook(path, "repair it in Jupyter or restore it with `git checkout -- <file>`")
+        entry, copy = Notebook(path.stem, path, nb), executed_dir / path.name
         why = "has no executed copy"
         if copy.is_file():
-            executed = nbformat.read(copy, as_version=4)
+            executed = read_notebook(copy, "delete it and run the notebook again (`make workbook`)")
             entry.executed_path, why = copy, "has an executed copy without outputs"
             entry.ran_cells = {cell_key(c, i): c for i, c in enumerate(executed.cells)}
             entry.ran = any(c.get("outputs") or c.get("execution_count") is not None

@@ -20,16 +20,16 @@ BUILD = ROOT / "build"
 
 def notebook_paths() -> list[Path]:
     """The workbook's notebooks in order (01_..., 02_..., ...)."""
-    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
 def _git_short_hash() -> str | None:
     """`git rev-parse --short HEAD` of the repository, or None outside git."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return (out.stdout.strip() or None) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def _poll_shell_in_steps(client, step_s: float = 1.0) -> None:
@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", default="auto", help="1 = quick (CI-sized) runs, 0 = full runs, auto = quick unless CUDA")
     parser.add_argument("--only", nargs="*", help="run only notebooks whose name contains one of these")
+    parser.add_argument("--force", action="store_true", help="export even if answers lose outputs (see export --help)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     from pico_helpers.config import quick_mode
@@ -93,14 +94,10 @@ def main(argv=None) -> int:
     out_dir = BUILD / ("quick" if quick else "full")
     print(f"Executing {len(paths)} notebooks in {'quick' if quick else 'full'} mode into {out_dir}/")
     for src in paths:
-        seconds = execute_notebook(src, out_dir / src.name, quick)
-        print(f"  {src.name}: {seconds:.0f} s")
-    from pico_helpers.workbook.export import export_answers
+        print(f"  {src.name}: {execute_notebook(src, out_dir / src.name, quick):.0f} s")
+    from pico_helpers.__main__ import export
 
-    target = BUILD / "answers.md" if quick else ROOT / "answers.md"
-    report = export_answers(out_dir, target)
-    print(report)
-    return 0
+    return export(out_dir, BUILD / "answers.md" if quick else ROOT / "answers.md", force=args.force)
 
 
 if __name__ == "__main__":
