@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import os
 import subprocess
 import sys
@@ -22,20 +21,8 @@ TABLE_MD = "| model | val loss |\n| --- | --- |\n| lstm | 2.31 |"
 
 @pytest.fixture(scope="module")
 def png_bytes() -> bytes:
-    """A tiny real PNG drawn by matplotlib (Agg, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1, 1), dpi=20)
-    ax.plot([0, 1], [1, 0])
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    data = buf.getvalue()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n")
-    return data
+    """A real 1x1 PNG (one red pixel)."""
+    return base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
 
 
 def stream(text, name="stdout"):
@@ -330,15 +317,13 @@ def test_refuses_to_overwrite_a_hand_written_file(tmp_path, png_bytes):
 
 
 def test_cli_help_and_export(tmp_path, png_bytes):
-    r = subprocess.run([sys.executable, "-m", "pico_helpers", "export", "--help"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert "--executed" in r.stdout and "--out" in r.stdout and "--notebooks" in r.stdout
+    code, out, err = cli("--help")
+    assert code == 0, err
+    assert all(flag in out for flag in ("--executed", "--out", "--notebooks", "--force"))
     src_dir, exe_dir, target = write_pair(tmp_path, png_bytes)
-    r = subprocess.run([sys.executable, "-m", "pico_helpers", "export", "--executed", str(exe_dir), "--out", str(target),
-                        "--notebooks", str(src_dir)], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert "Wrote " in r.stdout and target.is_file()
+    code, out, err = cli("--executed", exe_dir, "--out", target, "--notebooks", src_dir)
+    assert code == 0, err
+    assert "Wrote " in out and target.is_file()
 
 
 def test_workbook_records_the_run_in_notebook_metadata(tmp_path, monkeypatch):

@@ -177,7 +177,8 @@ def _with_evidence(md: str) -> list[str]:
     return [m.group(1) for m in sections if m and not m.group(2)]  # group 2: the "_(no outputs ...)_" placeholder
 
 
-def _refuse_losses(target: Path, previous_md: str, text: str, figures: dict, ours: dict, force: bool) -> list[str]:
+def _refuse_losses(target: Path, previous_md: str, text: str, figures: dict, ours: dict, force: bool,
+                   executed_dir: Path) -> list[str]:
     """Raise ValueError, unless ``force``, if the export would strip outputs shown in the previous answers.md or
     overwrite a file it did not write; return what ``force`` lets go, for the warnings."""
     files_dir = target.parent / "answers_files"
@@ -189,8 +190,9 @@ def _refuse_losses(target: Path, previous_md: str, text: str, figures: dict, our
                  "overwritten" for name, data in sorted(figures.items()) if (files_dir / name).is_file()
                  and (files_dir / name).read_bytes() != data and not _is_ours(files_dir / name, ours)]
     if problems and not force:
-        raise ValueError(f"export refused, it would lose work: {'; '.join(problems)}. Nothing was written; "
-                         "pass --force to export anyway")
+        raise ValueError(f"export refused, it would lose work: {'; '.join(problems)}. Nothing was written; to export "
+                         f"anyway: python -m pico_helpers export --executed {repo_path(executed_dir)} --out "
+                         f"{repo_path(target)} --force")
     return [f"--force: {p}" for p in problems]
 
 
@@ -314,7 +316,8 @@ def export_answers(executed_dir, target, source_dir=ROOT / "notebooks", force: b
     text = "\n".join(header + sections + footer).rstrip("\n") + "\n"
     files_dir = target.parent / "answers_files"
     manifest = _manifest(files_dir, previous_md)
-    warnings += _refuse_losses(target, previous_md, text, figures, manifest["figures"], force)  # before any write
+    # Everything that could refuse runs before the first write.
+    warnings += _refuse_losses(target, previous_md, text, figures, manifest["figures"], force, executed_dir)
     files_dir.mkdir(parents=True, exist_ok=True)
     if previous_md and manifest.get("answers") == target.name and manifest.get("sha256") != _sha(target.read_bytes()):
         kept = target.with_name(f"{target.stem}.edited-{time.strftime('%Y%m%d-%H%M%S')}{target.suffix}")

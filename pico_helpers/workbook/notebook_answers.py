@@ -154,7 +154,7 @@ def cell_key(cell, index: int) -> str:
     return cell.get("id") or f"#{index}"
 
 
-def read_notebook(path: Path, fix: str):
+def _read_notebook(path: Path, fix: str):
     """``nbformat.read`` with one error that names the notebook and says ``fix`` (malformed JSON, a bad schema)."""
     import nbformat
 
@@ -171,11 +171,11 @@ def load_notebooks(source_dir: Path, executed_dir: Path, warnings: list[str]) ->
     """Every source notebook NN_name.ipynb with its executed copy, its run metadata and its stale cells."""
     notebooks = []
     for path in sorted(source_dir.glob("[0-9][0-9]_*.ipynb")):
-        nb = read_notebook(path, "repair it in Jupyter or restore it with `git checkout -- <file>`")
+        nb = _read_notebook(path, "repair it in Jupyter or restore it with `git checkout -- <file>`")
         entry, copy = Notebook(path.stem, path, nb), executed_dir / path.name
         why = "has no executed copy"
         if copy.is_file():
-            executed = read_notebook(copy, "delete it and run the notebook again (`make workbook`)")
+            executed = _read_notebook(copy, "delete it and run the notebook again (`make workbook`)")
             entry.executed_path, why = copy, "has an executed copy without outputs"
             entry.ran_cells = {cell_key(c, i): c for i, c in enumerate(executed.cells)}
             entry.ran = any(c.get("outputs") or c.get("execution_count") is not None
