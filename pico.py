@@ -29,8 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.add_argument(flag, nargs="*", default=[], help=meta["help"])
         elif kind is bool and optional:
             p.add_argument(flag, choices=list(SWITCH), default="auto", help=meta["help"])
-        elif kind is bool:  # every plain switch is off by default
-            p.add_argument(flag, action="store_true", help=meta["help"])
+        elif kind is bool:  # a switch that is on by default is turned off with --no-<name>
+            p.add_argument(flag, action=argparse.BooleanOptionalAction if f.default else "store_true",
+                           default=f.default, help=meta["help"])
         else:  # the starter's --device_id defaults to cuda:0 (with a fallback message), TrainConfig's to auto
             p.add_argument(flag, type=kind, default=meta.get("cli_default", f.default), choices=meta["choices"],
                            help=meta["help"])

@@ -638,7 +638,7 @@ def _compact_batches(sizes: BenchSizes, compact: bool, device):
         raise FileNotFoundError(f"{path} not found; create it with `python -c \"from pico_helpers import "
                                 "write_3seqs; write_3seqs()\"` from the repository root")
     config = TrainConfig(input_files=[str(path)], tinystories_weight=0.0, block_size=sizes.tf_block,
-                         compact_vocab=compact)
+                         vocab="corpus" if compact else "full")
     corpus = load_corpus(config)
     batches = []
     for tokens, mask in iterate_batches(corpus.train, sizes.tf_batch, shuffle=True, seed=0):

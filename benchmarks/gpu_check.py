@@ -56,9 +56,9 @@ def check_cuda_tests(device: torch.device) -> tuple[str, str]:
 def _quick_config(device: torch.device, output_dir: str):
     from pico_helpers import TrainConfig
 
-    # The full GPT-2 vocabulary (no compact_vocab), so the fused loss runs over all 50,257 columns; lr 1e-2 as
+    # The full GPT-2 vocabulary (vocab="full"), so the fused loss runs over all 50,257 columns; lr 1e-2 as
     # in tests/test_training.py, so that 30 steps are enough to see every model's loss fall.
-    return TrainConfig.quick(output_dir=output_dir, device_id=str(device), bf16=True, epochs=1,
+    return TrainConfig.quick(output_dir=output_dir, device_id=str(device), bf16=True, epochs=1, vocab="full",
                              max_steps_per_epoch=30, log_every=0, learning_rate=1e-2)
 
 

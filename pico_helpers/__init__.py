@@ -8,7 +8,7 @@ from pico_helpers.analysis import (LiveLossPlot, annotate_tokens, attention_maps
                                    nearest_neighbours, nearest_to_vector, number_words, pca_2d, plot_attention,
                                    plot_embedding_scatter, plot_histories, plot_history, token_structure_plot)
 from pico_helpers.config import MODEL_NAMES, TrainConfig, find_repo_root, quick_mode
-from pico_helpers.data import (CompactVocab, Corpus, MixedSequenceDataset, collate, generate_3seqs, get_tokenizer,
+from pico_helpers.data import (Corpus, CorpusVocab, MixedSequenceDataset, collate, generate_3seqs, get_tokenizer,
                                iterate_batches, load_corpus, load_text_file, load_tinystories, split_train_val,
                                write_3seqs)
 from pico_helpers.presets import COMPARE_MODELS, preset, runs_root, tinystories_source
@@ -29,7 +29,7 @@ __all__ = [
     # config
     "MODEL_NAMES", "TrainConfig", "find_repo_root", "quick_mode",
     # data
-    "CompactVocab", "Corpus", "MixedSequenceDataset", "collate", "generate_3seqs", "get_tokenizer",
+    "Corpus", "CorpusVocab", "MixedSequenceDataset", "collate", "generate_3seqs", "get_tokenizer",
     "iterate_batches", "load_corpus", "load_text_file", "load_tinystories", "split_train_val", "write_3seqs",
     # models
     "KGramMLPSeqModel", "LSTMSeqModel", "RMSNorm", "TransformerModel", "build_model", "count_parameters",

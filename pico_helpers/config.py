@@ -104,7 +104,11 @@ class TrainConfig:
     tinystories_stories: int = _field(20000, "TinyStories stories to load (the starter's 20,000)", _at_least(1))
     block_size: int = _field(1024, "maximum tokens per example", _at_least(2))  # 2 tokens make one next-token pair
     test_fraction: float = _field(0.1, "held-out validation fraction", _between(0, 1, high_open=True))
-    compact_vocab: bool = _field(False, "train over the corpus's own token ids only (losses not comparable)")
+    long_examples: str = _field("windows", "examples over block_size tokens: split into windows (every token used) "
+                                "or truncate as the starter does", choices=("windows", "truncate"))
+    bucket_by_length: bool = _field(True, "batch sequences of similar length together (less padding)")
+    vocab: str = _field("corpus", "corpus: the training split's GPT-2 ids plus one 'other' class shared by the rest "
+                        "(losses stay over all 50,257 ids); full: all 50,257", choices=("corpus", "full"))
 
     # --- models ---
     embed_size: int = _field(1024, "embedding / hidden width of the models", _at_least(1))

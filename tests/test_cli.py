@@ -21,12 +21,14 @@ def run(args, tmp_path, env_extra=None):
 
 
 def test_starter_style_run_prints_the_starter_lines(tmp_path):
+    # the handout's data as the starter has it: all 50,257 ids, lines truncated, batches in plain random order
     r = run(["--block_size", "16", "--embed_size", "32", "--tinystories_weight", "0.0", "--input_files",
              "input_files/3seqs.txt", "--prompt", "0 1 2 3 4", "--max_steps_per_epoch", "5", "--epochs", "1",
-             "--log_every", "5", "--compact_vocab"], tmp_path)
+             "--log_every", "5", "--vocab", "full", "--long_examples", "truncate", "--no-bucket_by_length"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
-    for line in ("Using device: cpu", "Vocab size:", "Sequences loaded: 0 from TinyStories, 10,000 from input files",
+    assert "9,000 train / 1,000 val sequences" in out and "full vocabulary of 50,257 ids" in out
+    for line in ("Using device: cpu", "Vocab size: 50257", "Sequences loaded: 0 from TinyStories, 10,000 from input files",
                  "partial average loss", "end of epoch 1", "validation loss", "greedy:", "top-p 0.95:", "top-p 1.0:",
                  "saved: loss figure"):
         assert line in out, f"missing {line!r} in:\n{out}"
@@ -73,6 +75,10 @@ def test_every_config_field_is_a_flag_with_its_default():
     assert (config.bf16, config.compile, config.input_files, config.max_steps_per_epoch, config.positional) == \
         (False, True, ["a.txt", "b.txt"], 7, "rope")
     assert pico.config_from_args(pico.parse_args(["--bf16", "on"])).bf16 is True
+    assert (config.vocab, config.long_examples, config.bucket_by_length) == ("corpus", "windows", True)
+    args = pico.parse_args(["--vocab", "full", "--long_examples", "truncate", "--no-bucket_by_length"])
+    config = pico.config_from_args(args)
+    assert (config.vocab, config.long_examples, config.bucket_by_length) == ("full", "truncate", False)
 
 
 @pytest.mark.parametrize("bad", [

@@ -8,7 +8,8 @@ import pytest
 from conftest import ROOT, SHARED_DATA
 from pico_helpers.config import TrainConfig
 from pico_helpers.data import (MixedSequenceDataset, collate, generate_3seqs, iterate_batches, load_corpus,
-                               load_text_file, load_tinystories, read_tinystories_file, split_train_val)
+                               load_text_file, load_tinystories, padding_fraction, read_tinystories_file,
+                               split_train_val)
 
 
 def test_committed_3seqs_is_the_generator_output():
@@ -45,6 +46,7 @@ def test_text_file_lines_truncated(enc, tmp_path):
     f.write_text("1 2 3 4 5 6 7 8\n\n   \nhello there\n")
     seqs = load_text_file(f, enc, block_size=4)
     assert seqs == [enc.encode("1 2 3 4")[:4], enc.encode("hello there")]
+    assert load_text_file(f, enc) == [enc.encode("1 2 3 4 5 6 7 8"), enc.encode("hello there")]  # whole lines
 
 
 def test_missing_and_empty_files_list_the_folder(enc, tmp_path):
@@ -54,6 +56,26 @@ def test_missing_and_empty_files_list_the_folder(enc, tmp_path):
     (tmp_path / "empty.txt").write_text("\n \n")
     with pytest.raises(ValueError, match="no non-empty lines.*empty.txt, other.txt"):
         load_text_file(tmp_path / "empty.txt", enc, 8)
+
+
+def test_a_directory_is_reported_as_a_directory(enc, tmp_path):
+    (tmp_path / "lines").mkdir()
+    (tmp_path / "lines" / "a.txt").write_text("1 2 3\n")
+    with pytest.raises(IsADirectoryError, match=r"lines is a directory, not a text file; files in .*lines/: a\.txt"):
+        load_text_file(tmp_path / "lines", enc)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        load_corpus(TrainConfig.quick(input_files=[str(tmp_path / "lines")]))
+    with pytest.raises(IsADirectoryError, match="TinyStories file .* is a directory"):
+        read_tinystories_file(tmp_path / "lines")
+
+
+def test_a_decode_error_names_the_file(enc, tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 1 2 3\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"input file .*latin1\.txt is not UTF-8 text .*save it with UTF-8"):
+        load_text_file(bad, enc)
+    with pytest.raises(ValueError, match=r"TinyStories file .*latin1\.txt is not UTF-8 text"):
+        read_tinystories_file(bad)
 
 
 def test_tinystories_local_file(enc, tinystories_file):
@@ -115,21 +137,77 @@ def test_batches_cover_the_dataset_once_in_a_seeded_order():
     assert order(0) == order(0) != order(1)
 
 
+def batch_stats(dataset, bucket, epoch=0, batch_size=16):
+    """(the items each batch holds, in order; padding fraction), from the batches themselves."""
+    items, real, positions = [], 0, 0
+    for tokens, mask in iterate_batches(dataset, batch_size, seed=0, epoch=epoch, bucket=bucket):
+        items += [tuple(tokens[:int(m.sum()), b].tolist()) for b, m in enumerate(mask.t())]
+        real, positions = real + int(mask.sum()), positions + mask.numel()
+    return items, 1 - real / positions
+
+
+@pytest.mark.parametrize("block_size", [32, 128])
+def test_length_buckets_visit_every_sequence_once_and_pad_less(block_size):
+    train = load_corpus(TrainConfig.quick(block_size=block_size)).train
+    everything = sorted(tuple(train[i]) for i in range(len(train)))
+    plain, plain_pad = batch_stats(train, bucket=False)
+    bucketed, bucketed_pad = batch_stats(train, bucket=True)
+    assert sorted(bucketed) == everything == sorted(plain), "every sequence exactly once per epoch"
+    assert bucketed == batch_stats(train, bucket=True)[0] != batch_stats(train, bucket=True, epoch=1)[0]
+    assert bucketed_pad < plain_pad / 4, (plain_pad, bucketed_pad)
+    assert padding_fraction(train, 16, bucket=True) == pytest.approx(bucketed_pad)
+    assert padding_fraction(train, 16, bucket=False) == pytest.approx(plain_pad)
+
+
+def test_long_stories_are_split_into_windows_that_keep_every_pair(enc, tinystories_file):
+    cfg = TrainConfig.quick(tinystories_weight=1.0, tinystories_path=str(tinystories_file), tinystories_stories=60,
+                            block_size=16, vocab="full")
+    stories = load_tinystories(enc, n_stories=60, path=str(tinystories_file))
+    train_stories, val_stories = split_train_val(stories, cfg.test_fraction, cfg.seed)
+    for block_size in (8, 16):  # the token cache is shared by both block sizes: each gets its own windows
+        corpus = load_corpus(cfg.replace(block_size=block_size))
+        train, val = corpus.train.tinystories, corpus.val.tinystories
+        assert max(map(len, train + val)) <= block_size < max(map(len, stories))
+        assert "every token used" in corpus.description
+        # every (position, target) pair of a story is in exactly one window, on its story's side of the split
+        pairs = lambda seqs: sorted((s[i], s[i + 1]) for s in seqs for i in range(len(s) - 1))  # noqa: E731
+        assert pairs(train) == pairs(train_stories) and pairs(val) == pairs(val_stories)
+        # consecutive windows overlap by one token, so joined again they give the story back
+        joined, k = [], 0
+        for story in train_stories:
+            parts = [train[k]]
+            while sum(len(p) - 1 for p in parts) + 1 < len(story):
+                k += 1
+                parts.append(train[k])
+            k += 1
+            joined.append(parts[0] + [t for p in parts[1:] for t in p[1:]])
+        assert joined == train_stories
+    truncated = load_corpus(cfg.replace(long_examples="truncate"))
+    assert truncated.train.tinystories == [s[:16] for s in train_stories]  # the starter's truncation
+    kept = sum(min(len(s), 16) for s in stories) / sum(map(len, stories))
+    assert f"examples truncated: {kept:.0%} of the tokens used" in truncated.description
+
+
 def test_load_corpus_3seqs(enc):
-    cfg = TrainConfig.quick()
-    corpus = load_corpus(cfg)
-    assert corpus.vocab_size == 50257 and corpus.sources == {"tinystories": 0, "files": 10000}
-    assert len(corpus.train) == 9000 and len(corpus.val) == 1000
-    assert "3seqs.txt" in corpus.description
-    compact = load_corpus(cfg.replace(compact_vocab=True))
-    assert compact.vocab_size < 2000
-    assert max(max(s) for s in compact.train.other) < compact.vocab_size
+    cfg = TrainConfig.quick(long_examples="truncate")
+    full = load_corpus(cfg.replace(vocab="full"))
+    assert full.vocab_size == 50257 and full.sources == {"tinystories": 0, "files": 10000}
+    assert len(full.train) == 9000 and len(full.val) == 1000
+    assert "3seqs.txt" in full.description and "padding" in full.description
+    corpus = load_corpus(cfg)  # the default: the corpus vocabulary of the training split's ids
+    assert corpus.enc is full.enc and corpus.vocab.ids == sorted({t for s in full.train.other for t in s})
+    assert corpus.vocab_size == len(corpus.vocab.ids) + 1 < 2000
+    assert max(max(s) for s in corpus.train.other) < corpus.vocab.other_id
+    assert [corpus.vocab.to_gpt2(s) for s in corpus.train.other] == full.train.other  # remapping round trip
+    assert [corpus.vocab.to_model(s) for s in full.val.other] == corpus.val.other
 
 
 def test_load_corpus_mixture(tinystories_file):
     cfg = TrainConfig.quick(tinystories_weight=0.5, tinystories_path=str(tinystories_file), tinystories_stories=40)
-    corpus = load_corpus(cfg)
+    corpus = load_corpus(cfg.replace(long_examples="truncate"))
     assert corpus.sources["tinystories"] == 40 and len(corpus.train.tinystories) == 36
+    windows = load_corpus(cfg)  # 36 training stories, longer ones split into windows of 32 tokens
+    assert len(windows.train.tinystories) >= 36 and max(map(len, windows.train.tinystories)) <= 32
 
 
 def test_config_errors():
@@ -140,7 +218,8 @@ def test_config_errors():
 
 
 def test_validation_scores_each_held_out_sequence_once(tinystories_file):
-    cfg = TrainConfig.quick(tinystories_weight=0.5, tinystories_path=str(tinystories_file), tinystories_stories=40)
+    cfg = TrainConfig.quick(tinystories_weight=0.5, tinystories_path=str(tinystories_file), tinystories_stories=40,
+                            long_examples="truncate")
     corpus = load_corpus(cfg)
     items = [tuple(corpus.val[i]) for i in range(len(corpus.val))]
     assert len(corpus.val) == len(corpus.val.tinystories) + len(corpus.val.other) == 4 + 1000

@@ -1,4 +1,4 @@
-"""GPT-2's tokenizer: known ids, round trips, the offline rank file, the compact vocabulary."""
+"""GPT-2's tokenizer: known ids, round trips, the offline rank file, and the corpus vocabulary's id round trip."""
 from __future__ import annotations
 
 import pytest
@@ -35,17 +35,18 @@ def test_round_trip_on_input_files(enc, name):
     assert enc.decode(enc.encode_ordinary(text)) == text
 
 
-def test_compact_vocab_round_trip(enc):
-    from pico_helpers.data.tokenizer import CompactVocab
+def test_corpus_vocabulary_is_an_id_mapping_not_a_tokenizer(enc):
+    # The old compact vocabulary encoded and decoded text; the corpus vocabulary only maps ids (tests/test_vocab.py),
+    # so text always goes through GPT-2's tokenizer, and the round trip is GPT-2 -> model -> GPT-2 ids.
+    from pico_helpers.data import CorpusVocab
 
     seqs = [enc.encode_ordinary("0 1 2 3 4 5"), enc.encode_ordinary("1 4 9 16")]
-    cv = CompactVocab.from_sequences(seqs, enc)
-    assert cv.n_vocab == len({t for s in seqs for t in s} | {0, 50256})
-    ids = cv.encode_ordinary("1 2 3")
-    assert max(ids) < cv.n_vocab and cv.decode(ids) == "1 2 3"
-    assert cv.to_gpt2(ids) == enc.encode_ordinary("1 2 3")
-    with pytest.raises(ValueError, match="not in this compact vocabulary"):
-        cv.encode_ordinary("Once upon a time")
+    vocab = CorpusVocab.from_sequences(seqs)
+    assert vocab.n_vocab == len({t for s in seqs for t in s}) + 1  # the ids used, plus "other"
+    ids = vocab.to_model(enc.encode_ordinary("1 2 3"))
+    assert max(ids) < vocab.other_id and enc.decode(vocab.to_gpt2(ids)) == "1 2 3"
+    assert vocab.to_model(enc.encode_ordinary("Once upon a time")) == [vocab.other_id] * 4  # no error: "other"
+    assert not hasattr(vocab, "decode") and not hasattr(vocab, "encode_ordinary")
 
 
 def test_missing_rank_file_error_names_the_command(monkeypatch, tmp_path):

@@ -13,7 +13,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pico_helpers.analysis import plots
 from pico_helpers.config import TrainConfig
-from pico_helpers.data import MixedSequenceDataset, load_corpus
+from pico_helpers.data import CorpusVocab, MixedSequenceDataset, load_corpus
 from pico_helpers.models import build_model
 from pico_helpers.training import (Callback, History, RunStore, data_fingerprint, evaluate, load_checkpoint,
                                    pick_device, run_identity, train)
@@ -24,7 +24,7 @@ import pico_helpers.training.loop as loop
 def setup(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     cfg = TrainConfig.quick(output_dir=str(out), embed_size=32, max_steps_per_epoch=30, epochs=2,
-                            compact_vocab=True, log_every=0, device_id="cpu", learning_rate=1e-2, test_fraction=0.02)
+                            log_every=0, device_id="cpu", learning_rate=1e-2, test_fraction=0.02)
     return cfg, load_corpus(cfg)
 
 
@@ -111,6 +111,11 @@ def test_run_id_hashes_meaningful_fields_data_and_model(setup):
     other[0][0] = (other[0][0] + 1) % corpus.vocab_size
     changed = dataclasses.replace(corpus, train=MixedSequenceDataset([], other, 0.0, seed=cfg.seed))
     assert changed.description == corpus.description and data_fingerprint(changed) != data_fingerprint(corpus)
+    # the same model ids standing for other GPT-2 ids: another fingerprint too
+    shifted = dataclasses.replace(corpus, vocab=CorpusVocab([i + 1 for i in corpus.vocab.ids]))
+    assert data_fingerprint(shifted) != data_fingerprint(corpus)
+    for change in (dict(vocab="full"), dict(long_examples="truncate"), dict(bucket_by_length=False)):
+        assert run_identity(cfg.replace(**change), corpus, model) != run_id, change
 
 
 # --- interrupts: a Ctrl-C at any point resumes to the losses of an uninterrupted run ---

@@ -12,7 +12,7 @@ __all__ = ["embedding_table", "nearest_neighbours", "nearest_to_vector", "annota
 # --- checks and small helpers shared by the analysis modules ---
 
 def _token(enc, token_id: int) -> str:
-    """One id as text, with GPT-2's tiktoken encoding or a CompactVocab."""
+    """One id as text, with the model's tokenizer (GPT-2's tiktoken encoding)."""
     return enc.decode([int(token_id)])
 
 
@@ -50,9 +50,17 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 # --- neighbours ---
 
 def embedding_table(model) -> torch.Tensor:
-    """``model.embedding_table()`` (vocab, dim) as detached float32: a view of float32 weights (``.clone()`` to keep)."""
+    """``model.embedding_table()`` (vocab, dim) as detached float32: a view of float32 weights (``.clone()`` to keep).
+
+    A model in a corpus vocabulary (``model.vocab``) gets a copy with one row per GPT-2 id, so GPT-2 ids index it;
+    the ids it does not model get a zero row (cosine 0 with everything).
+    """
     table = model.embedding_table()
     _check_table(table)
+    vocab = getattr(model, "vocab", None)
+    if vocab is not None:
+        table = torch.zeros(vocab.base_size, table.shape[1], device=table.device).index_copy_(
+            0, torch.tensor(vocab.ids, device=table.device), table[:len(vocab.ids)].detach().float())
     return table.detach().float()
 
 

@@ -1,4 +1,4 @@
-"""One run's data: held-out splits, the starter's seeded mixture, padded batches, and ``load_corpus``.
+"""One run's data: held-out splits, the starter's seeded mixture, length-bucketed padded batches, ``load_corpus``.
 
 Used in every notebook; introduced in 01_embeddings.ipynb.
 """
@@ -14,8 +14,8 @@ import torch
 
 from pico_helpers.data.sources import TINYSTORIES_ENV, TINYSTORIES_HUB, load_text_file, load_tinystories
 
-__all__ = ["split_train_val", "MixedSequenceDataset", "HeldOutSet", "collate", "iterate_batches", "Corpus",
-           "load_corpus", "PAD_ID"]
+__all__ = ["split_train_val", "MixedSequenceDataset", "HeldOutSet", "collate", "iterate_batches", "padding_fraction",
+           "Corpus", "load_corpus", "PAD_ID"]
 
 PAD_ID = 0  # right padding; masked out of every loss (it is GPT-2's "!", a real token)
 
@@ -26,21 +26,16 @@ def split_train_val(seqs: list, test_fraction: float = 0.1, seed: int = 0) -> tu
     """Deterministic held-out split: a seeded permutation, the last ``test_fraction`` becomes validation."""
     order = list(range(len(seqs)))
     random.Random(seed).shuffle(order)
-    n_val = int(round(len(seqs) * test_fraction))
-    if test_fraction > 0 and len(seqs) >= 2:
-        n_val = max(n_val, 1)
-    n_val = min(n_val, len(seqs) - 1) if len(seqs) > 1 else 0
-    cut = len(seqs) - n_val
+    n_val = max(int(round(len(seqs) * test_fraction)), int(test_fraction > 0))  # at least one if any is asked
+    cut = len(seqs) - (min(n_val, len(seqs) - 1) if len(seqs) > 1 else 0)
     return [seqs[i] for i in order[:cut]], [seqs[i] for i in order[cut:]]
 
 
 class MixedSequenceDataset(torch.utils.data.Dataset):
     """The starter's mixture, seeded: item i comes from TinyStories with probability ``tinystories_weight``.
 
-    Each item's draw depends only on (seed, epoch, i), so a run is reproducible and order-independent.
-    With one source in use (weight 0 or 1, or one list empty) item i is simply that source's sequence i,
-    so a shuffled epoch visits every sequence once. Length = len(tinystories) + len(other).
-    """
+    Item i's draw depends only on (seed, epoch, i). With one source in use (weight 0 or 1, or one list empty) item i
+    is that source's sequence i, so a shuffled epoch visits each once. Length = len(tinystories) + len(other)."""
 
     def __init__(self, tinystories: list, other: list, tinystories_weight: float = 0.5, seed: int = 0):
         if not tinystories and not other:
@@ -67,11 +62,8 @@ class MixedSequenceDataset(torch.utils.data.Dataset):
 
 
 class HeldOutSet(torch.utils.data.Dataset):
-    """Validation sequences: every held-out TinyStories sequence, then every held-out file line, each once.
-
-    No resampling, so every epoch is scored on the same set. ``.tinystories`` and ``.other`` as in
-    MixedSequenceDataset.
-    """
+    """Validation sequences: every held-out TinyStories sequence, then every held-out file line, each once (no
+    resampling: every epoch is scored on the same set). ``.tinystories`` and ``.other`` as in MixedSequenceDataset."""
 
     def __init__(self, tinystories: list, other: list):
         self.tinystories, self.other = tinystories, other
@@ -80,8 +72,7 @@ class HeldOutSet(torch.utils.data.Dataset):
         return len(self.tinystories) + len(self.other)
 
     def __getitem__(self, i: int) -> list[int]:
-        n = len(self.tinystories)
-        return self.tinystories[i] if i < n else self.other[i - n]
+        return self.tinystories[i] if i < len(self.tinystories) else self.other[i - len(self.tinystories)]
 
 
 # --- batches ---
@@ -97,25 +88,47 @@ def collate(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens, mask
 
 
+BUCKET_BATCHES = 50  # batches per length bucket: sorted within ~50 batches, so batches stay a random mix
+
+
+def _batch_order(dataset, batch_size: int, shuffle: bool, seed: int, epoch: int, bucket: bool) -> list[list[int]]:
+    """The item indices of each batch: a pure function of (dataset, seed, epoch), so a resumed epoch can skip ahead.
+
+    ``bucket``: sort each group of BUCKET_BATCHES batches of the order by length, cut it, shuffle the batches."""
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    order = torch.randperm(len(dataset), generator=g).tolist() if shuffle else list(range(len(dataset)))
+    if not bucket:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    group = batch_size * BUCKET_BATCHES if shuffle else len(order)  # unshuffled (validation): one sorted group
+    batches = []
+    for start in range(0, len(order), group):
+        part = sorted(order[start:start + group], key=lambda i: len(dataset[i]))  # stable: ties keep their order
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()] if shuffle else batches
+
+
 def iterate_batches(dataset, batch_size: int, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-                    drop_last: bool = False):
-    """Yield ``collate``d batches; the order is a permutation seeded by (seed, epoch)."""
-    n = len(dataset)
-    if shuffle:
-        g = torch.Generator().manual_seed(seed * 100003 + epoch)
-        order = torch.randperm(n, generator=g).tolist()
-    else:
-        order = list(range(n))
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        yield collate([dataset[i] for i in order[start:start + batch_size]])
+                    drop_last: bool = False, bucket: bool = False):
+    """Yield ``collate``d batches, in an order seeded by (seed, epoch); ``bucket``: similar lengths together."""
+    for idx in _batch_order(dataset, batch_size, shuffle, seed, epoch, bucket):
+        if len(idx) == batch_size or not drop_last:
+            yield collate([dataset[i] for i in idx])
+
+
+def padding_fraction(dataset, batch_size: int, bucket: bool, seed: int = 0) -> float:
+    """The share of padding in the (T, B) batches of epoch 0: 1 - real tokens / batch positions."""
+    batches = [[len(dataset[i]) for i in idx] for idx in _batch_order(dataset, batch_size, True, seed, 0, bucket)]
+    return 1 - sum(map(sum, batches)) / max(sum(max(b) * len(b) for b in batches), 1)
 
 
 # --- one corpus for a run ---
 
 @dataclass
 class Corpus:
-    """Train and validation datasets for a run, with the tokenizer and a description of the data."""
+    """Train and validation datasets for a run, with the tokenizer (GPT-2's: text <-> GPT-2 ids) and a description.
+
+    ``vocab``: the CorpusVocab the sequences' ids are in, or None for GPT-2 ids; ``vocab_size``: the model's outputs.
+    """
 
     train: MixedSequenceDataset
     val: "HeldOutSet | None"
@@ -123,20 +136,30 @@ class Corpus:
     vocab_size: int
     description: str
     sources: dict = field(default_factory=dict)
+    vocab: "CorpusVocab | None" = None
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_tokens(kind: str, key: str, mtime: float, block_size: int, n: int | None):
-    """GPT-2 tokens of a file or of TinyStories, memoised per process (mtime invalidates the entry)."""
+def _cached_tokens(kind: str, key: str, mtime: float, n: int | None):
+    """Whole GPT-2 token lists of a file's lines or of TinyStories, memoised per process (mtime invalidates an
+    entry); shared between calls, so never changed in place."""
     from pico_helpers.data.tokenizer import get_tokenizer
 
-    return _load_tokens(kind, key, block_size, n, get_tokenizer())
+    return _load_tokens(kind, key, n, get_tokenizer())
 
 
-def _load_tokens(kind: str, key: str, block_size: int, n: int | None, enc):
+def _load_tokens(kind: str, key: str, n: int | None, enc):
     if kind == "file":
-        return load_text_file(key, enc, block_size)
-    return load_tinystories(enc, n_stories=n, block_size=block_size, path=key or None)
+        return load_text_file(key, enc)
+    return load_tinystories(enc, n_stories=n, path=key or None)
+
+
+def _examples(seqs: list, block_size: int, long_examples: str) -> list:
+    """Examples of at most block_size tokens. "windows": consecutive windows that overlap by one token, so every
+    next-token pair of a long sequence is in exactly one window; "truncate": the first block_size tokens only."""
+    if long_examples == "truncate":
+        return [s[:block_size] for s in seqs]
+    return [s[i:i + block_size] for s in seqs for i in range(0, max(len(s) - 1, 1), block_size - 1)]
 
 
 def load_corpus(config, enc=None) -> Corpus:
@@ -144,45 +167,53 @@ def load_corpus(config, enc=None) -> Corpus:
 
     Args:
         config: a TrainConfig (input_files, tinystories_weight, tinystories_path, tinystories_stories,
-            block_size, test_fraction, seed, compact_vocab).
+            block_size, long_examples, test_fraction, seed, vocab, bucket_by_length, batch_size).
         enc: tokenizer; default GPT-2's.
     """
-    from pico_helpers.data.tokenizer import get_tokenizer, CompactVocab
+    from pico_helpers.data.tokenizer import get_tokenizer
+    from pico_helpers.data.vocab import CorpusVocab
 
     enc = enc or get_tokenizer()
     # Tokens are memoised only for the default tokenizer; a custom one tokenizes afresh.
-    tokens = _cached_tokens if enc is get_tokenizer() else (lambda kind, key, mtime, bs, n: _load_tokens(kind, key, bs, n, enc))
+    tokens = _cached_tokens if enc is get_tokenizer() else (lambda kind, key, mtime, n: _load_tokens(kind, key, n, enc))
     files_seqs: list[list[int]] = []
     parts = []
     # Sources that can never be drawn are not loaded (the starter's weight 0 skips TinyStories; 1 skips files).
     for f in (config.input_files if config.tinystories_weight < 1.0 else []):
         p = Path(f)
         if not p.is_file():
-            load_text_file(p, enc, config.block_size)  # raises the teaching error
-        seqs = tokens("file", str(p.resolve()), p.stat().st_mtime, config.block_size, None)
+            load_text_file(p, enc)  # raises the teaching error
+        seqs = tokens("file", str(p.resolve()), p.stat().st_mtime, None)
         files_seqs += seqs
         parts.append(f"{p.name} ({len(seqs):,} lines)")
     tiny_seqs: list[list[int]] = []
     if config.tinystories_weight > 0:
         path = config.tinystories_path or os.environ.get(TINYSTORIES_ENV) or ""
         mtime = Path(path).stat().st_mtime if path and Path(path).is_file() else 0.0
-        tiny_seqs = tokens("tiny", path, mtime, config.block_size, config.tinystories_stories)
+        tiny_seqs = tokens("tiny", path, mtime, config.tinystories_stories)
         where = Path(path).name if path else TINYSTORIES_HUB
         parts.append(f"TinyStories from {where} ({len(tiny_seqs):,} stories)")
-    tiny_train, tiny_val = split_train_val(tiny_seqs, config.test_fraction, config.seed)
-    file_train, file_val = split_train_val(files_seqs, config.test_fraction, config.seed)
-    vocab_size = enc.n_vocab
-    if config.compact_vocab:
-        enc = CompactVocab.from_sequences(tiny_seqs + files_seqs, enc)
+    # Split whole stories and lines first, then cut them: a story's windows never straddle train and validation.
+    cut = functools.partial(_examples, block_size=config.block_size, long_examples=config.long_examples)
+    (tiny_train, tiny_val), (file_train, file_val) = [
+        map(cut, split_train_val(seqs, config.test_fraction, config.seed)) for seqs in (tiny_seqs, files_seqs)]
+    vocab = CorpusVocab.from_sequences(tiny_train + file_train, enc.n_vocab) if config.vocab == "corpus" else None
+    if vocab is not None:  # validation ids unseen in training become "other", and are scored
         tiny_train, tiny_val, file_train, file_val = (
-            [enc.remap(s) for s in lst] for lst in (tiny_train, tiny_val, file_train, file_val))
-        vocab_size = enc.n_vocab
-    weight = config.tinystories_weight
-    train = MixedSequenceDataset(tiny_train, file_train, weight, seed=config.seed)
+            [vocab.to_model(s) for s in lst] for lst in (tiny_train, tiny_val, file_train, file_val))
+    train = MixedSequenceDataset(tiny_train, file_train, config.tinystories_weight, seed=config.seed)
     val = HeldOutSet(tiny_val, file_val) if (tiny_val or file_val) else None
-    n_tokens = sum(len(s) for s in tiny_seqs) + sum(len(s) for s in files_seqs)
-    description = (" + ".join(parts) + f", tinystories_weight {weight}, block_size {config.block_size}, "
-                   f"{n_tokens:,} tokens, {len(train):,} train / {len(val) if val else 0:,} val sequences"
-                   + (f", compact vocabulary of {vocab_size:,} ids" if config.compact_vocab else ""))
-    return Corpus(train=train, val=val, enc=enc, vocab_size=vocab_size, description=description,
-                  sources={"tinystories": len(tiny_seqs), "files": len(files_seqs)})
+    n_tokens = sum(map(len, tiny_seqs + files_seqs))
+    kept = sum(min(len(s), config.block_size) for s in tiny_seqs + files_seqs) / max(n_tokens, 1)
+    pad = [padding_fraction(train, config.batch_size, b, config.seed) for b in (False, config.bucket_by_length)]
+    description = (" + ".join(parts) + f", tinystories_weight {config.tinystories_weight}, block_size "
+                   f"{config.block_size}, {n_tokens:,} tokens ("
+                   + ("longer examples in windows: every token used" if config.long_examples == "windows"
+                      else f"examples truncated: {kept:.0%} of the tokens used")
+                   + f"), {len(train):,} train / {len(val) if val else 0:,} val sequences, padding {pad[0]:.0%}"
+                   + (f" -> {pad[1]:.0%} (bucketed by length)" if config.bucket_by_length else "")
+                   + (f", corpus vocabulary of {len(vocab.ids):,} ids + other" if vocab
+                      else f", full vocabulary of {enc.n_vocab:,} ids"))
+    return Corpus(train=train, val=val, enc=enc, vocab_size=vocab.n_vocab if vocab else enc.n_vocab,
+                  description=description, sources={"tinystories": len(tiny_seqs), "files": len(files_seqs)},
+                  vocab=vocab)

@@ -70,21 +70,30 @@ def _folder_listing(folder: Path) -> str:
     return f"files in {folder}/: " + (", ".join(names) if names else "(none)")
 
 
-def load_text_file(path: str | os.PathLike, enc, block_size: int) -> list[list[int]]:
-    """Tokenize a local text file: one example per non-empty line, each truncated to ``block_size`` tokens.
-
-    Raises FileNotFoundError / ValueError naming the folder's contents when the file is missing or empty.
-    """
-    path = Path(path)
+def _check_file(path: Path, what: str, where: str = "") -> None:
+    """A FileNotFoundError / IsADirectoryError that lists the folder, unless ``path`` is a file."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a directory, not a text file; {_folder_listing(path)}")
     if not path.is_file():
-        raise FileNotFoundError(f"input file {path} not found; {_folder_listing(path.parent)}")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        raise FileNotFoundError(f"{what} {path} not found{where}; {_folder_listing(path.parent)}")
+
+
+def load_text_file(path: str | os.PathLike, enc, block_size: int | None = None) -> list[list[int]]:
+    """Tokenize a local text file: one example per non-empty line, truncated to ``block_size`` tokens if given.
+
+    A missing, empty or non-UTF-8 file, or a directory, raises an error that names it and lists its folder."""
+    path = Path(path)
+    _check_file(path, "input file")
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as err:
+        raise ValueError(f"input file {path} is not UTF-8 text ({err}); save it with UTF-8 encoding") from None
     if not lines:
         raise ValueError(f"input file {path} has no non-empty lines; {_folder_listing(path.parent)}")
     return _tokenize(tuple(lines), enc, block_size)
 
 
-def _tokenize(texts: tuple[str, ...], enc, block_size: int) -> list[list[int]]:
+def _tokenize(texts: tuple[str, ...], enc, block_size: int | None) -> list[list[int]]:
     # A plain loop: tiktoken's batch API spreads the work over threads, which buys nothing on a 2-core laptop.
     return [enc.encode_ordinary(t)[:block_size] for t in texts]
 
@@ -94,26 +103,21 @@ def _tokenize(texts: tuple[str, ...], enc, block_size: int) -> list[list[int]]:
 def read_tinystories_file(path: str | os.PathLike, n_stories: int | None = None) -> list[str]:
     """Stories of a raw TinyStories text file (stories separated by ``<|endoftext|>`` lines)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"TinyStories file {path} not found (from {TINYSTORIES_ENV} or tinystories_path); "
-            f"{_folder_listing(path.parent)}")
-    stories = []
+    _check_file(path, "TinyStories file", f" (from {TINYSTORIES_ENV} or tinystories_path)")
+    stories, buf = [], []
     with open(path, encoding="utf-8") as f:
-        buf: list[str] = []
-        for line in f:
-            if line.strip() == EOT_TEXT:
-                story = "".join(buf).strip()
-                if story:
-                    stories.append(story)
+        try:
+            for line in f:
+                if line.strip() == EOT_TEXT:
+                    stories += [story] if (story := "".join(buf).strip()) else []
                     if n_stories is not None and len(stories) >= n_stories:
                         return stories
-                buf = []
-            else:
-                buf.append(line)
-        story = "".join(buf).strip()
-        if story:
-            stories.append(story)
+                    buf = []
+                else:
+                    buf.append(line)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"TinyStories file {path} is not UTF-8 text ({err}); save it as UTF-8") from None
+    stories += [story] if (story := "".join(buf).strip()) else []
     if not stories:
         raise ValueError(f"TinyStories file {path} holds no stories (expected text separated by {EOT_TEXT} lines)")
     return stories[:n_stories]
@@ -144,9 +148,9 @@ def _stories_from_hub(n_stories: int, split: str) -> list[str]:
     return [s for s in stories if s]
 
 
-def load_tinystories(enc, n_stories: int = 20000, block_size: int = 1024, path: str | None = None,
+def load_tinystories(enc, n_stories: int = 20000, block_size: int | None = None, path: str | None = None,
                      split: str = "train") -> list[list[int]]:
-    """Tokenize the first ``n_stories`` TinyStories stories, each truncated to ``block_size`` tokens.
+    """Tokenize the first ``n_stories`` TinyStories stories, whole or truncated to ``block_size`` tokens if given.
 
     Source: ``path``, else $PICO_TINYSTORIES, else the HuggingFace hub (streamed).
     """

@@ -24,20 +24,27 @@ from pico_helpers.models.transformer import RMSNorm, TransformerModel
 __all__ = ["KGramMLPSeqModel", "LSTMSeqModel", "RMSNorm", "TransformerModel", "build_model", "count_parameters"]
 
 
-def build_model(name: str, config, vocab_size: int) -> torch.nn.Module:
-    """Build one of MODEL_NAMES from ``config`` (seeded by ``config.seed``)."""
+def build_model(name: str, config, vocab_size: int, vocab=None) -> torch.nn.Module:
+    """Build one of MODEL_NAMES from ``config`` (seeded by ``config.seed``) with ``vocab_size`` outputs.
+
+    ``vocab``: the corpus vocabulary its ids are in (``corpus.vocab``), kept as ``model.vocab`` so generation and
+    inspection speak GPT-2 ids (train() sets it from the corpus too); None: the ids are GPT-2's.
+    """
     torch.manual_seed(config.seed)
     if name == "lstm_seq":
-        return LSTMSeqModel(vocab_size, config.embed_size, config.embed_size)
-    if name == "kgram_mlp_seq":
-        return KGramMLPSeqModel(vocab_size, k=config.kgram_k, embed_size=config.embed_size,
-                                num_inner_layers=config.num_inner_mlp_layers, chunk_size=config.kgram_chunk_size,
-                                input_mode=config.kgram_input_mode)
-    if name == "kvcache_transformer":
-        return TransformerModel(vocab_size, d_model=config.embed_size, n_heads=config.n_heads,
-                                n_blocks=config.n_blocks, block_size=config.block_size,
-                                positional=config.positional, norm=config.norm, tie_weights=config.tie_weights)
-    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+        model = LSTMSeqModel(vocab_size, config.embed_size, config.embed_size)
+    elif name == "kgram_mlp_seq":
+        model = KGramMLPSeqModel(vocab_size, k=config.kgram_k, embed_size=config.embed_size,
+                                 num_inner_layers=config.num_inner_mlp_layers, chunk_size=config.kgram_chunk_size,
+                                 input_mode=config.kgram_input_mode)
+    elif name == "kvcache_transformer":
+        model = TransformerModel(vocab_size, d_model=config.embed_size, n_heads=config.n_heads,
+                                 n_blocks=config.n_blocks, block_size=config.block_size,
+                                 positional=config.positional, norm=config.norm, tie_weights=config.tie_weights)
+    else:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    model.vocab = vocab
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> int:

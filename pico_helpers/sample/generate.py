@@ -17,7 +17,8 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
     """Generate ``max_new_tokens`` ids after ``prompt_ids`` (batch of one); returns only the new ids.
 
     Args:
-        model: any model with the course contract (see pico_helpers/models/__init__.py).
+        model: any model with the course contract (see pico_helpers/models/__init__.py). One in a corpus vocabulary
+            (``model.vocab``) reads ``vocab.to_model`` ids and samples from ``vocab.full_logits``: ids are GPT-2's.
         prompt_ids: at least one token id.
         top_p: None -> greedy (argmax); otherwise nucleus sampling with this p.
         temperature: applied before the top-p cut (ignored by greedy).
@@ -34,7 +35,9 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)  # on the CPU, where the logits are sampled
     block_size = getattr(model, "block_size", None)  # None: no context limit (LSTM, K-gram)
-    context = torch.tensor(list(prompt_ids), dtype=torch.long, device=device)[:, None]  # (T, 1)
+    vocab = getattr(model, "vocab", None)
+    to_model = list if vocab is None else vocab.to_model
+    context = torch.tensor(to_model([int(i) for i in prompt_ids]), device=device)[:, None]  # (T, 1) model ids
     new_ids, state, step_in = [], None, context  # the cache takes the prompt once, then one id at a time
     try:
         for _ in range(max_new_tokens):
@@ -44,12 +47,14 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
                 window = context if block_size is None else context[-block_size:]
                 logits = model.head(model.hidden(window)[-1])  # (1, V): the head on the last position only
             logits = logits[0].float().cpu()  # (V,)
+            if vocab is not None:
+                logits = vocab.full_logits(logits)  # (50,257,): "other"'s share for each id it stands for
             if top_p is None:
                 next_id = int(torch.argmax(logits))  # the first maximum, as greedy decoding is defined
             else:
                 next_id = int(nucleus_sampling(logits, top_p, temperature, generator))
             new_ids.append(next_id)
-            step_in = torch.tensor([[next_id]], device=device)  # (1, 1)
+            step_in = torch.tensor([to_model([next_id])], device=device)  # (1, 1)
             context = torch.cat([context, step_in])
     finally:
         model.train(was_training)
@@ -62,7 +67,7 @@ def generate_text(model, enc, prompt: str, max_new_tokens: int = 20, top_p: floa
 
     ``annotated_text`` marks each new token with its nearest neighbours in the model's embedding table
     (``token[NN=[...]]``) when ``monosemantic`` is true, else equals ``text``.
-    Args as in ``generate_tokens``; ``enc`` is the tokenizer (GPT-2's or a CompactVocab).
+    Args as in ``generate_tokens``; ``enc`` is GPT-2's tokenizer (``corpus.enc``), whatever the model's vocabulary.
     """
     prompt_ids = enc.encode_ordinary(prompt)
     new_ids = generate_tokens(model, prompt_ids, max_new_tokens, top_p, temperature, seed)

@@ -63,7 +63,7 @@ class TextSamples(Callback):
         try:
             greedy, _ = generate_text(model, self.enc, self.prompt, max_new_tokens=20)
             top_p, _ = generate_text(model, self.enc, self.prompt, max_new_tokens=20, top_p=0.95, seed=step)
-        except ValueError as err:  # e.g. a prompt outside a compact vocabulary
+        except ValueError as err:  # e.g. non-finite logits
             self.say(f"  (no sample: {err})")
         else:
             self.say(f"  [{history.model}] sample at step {step}, greedy: {greedy!r}")

@@ -89,7 +89,7 @@ class _CompiledView:
 # --- one step, one evaluation ---
 
 def train_step(model, optimizer: torch.optim.Optimizer, tokens: torch.Tensor, mask: torch.Tensor | None = None,
-               bf16: bool = False, loss_chunk_size: int | None = None) -> float:
+               bf16: bool = False, loss_chunk_size: int | None = None, vocab=None) -> float:
     """One optimizer step on one batch: next-token loss, backward, Adam update. Returns the loss before the update.
 
     A non-finite loss is returned without applying its update, so the weights stay as they were.
@@ -98,9 +98,10 @@ def train_step(model, optimizer: torch.optim.Optimizer, tokens: torch.Tensor, ma
         model: follows the model contract (``hidden`` and ``head``): the model, or its compiled view.
         tokens: (T, B) long token ids on the model's device; mask: (T, B) bool, True = real token.
         bf16: the forward under bfloat16 autocast; loss_chunk_size: rows per chunk of the fused loss.
+        vocab: the CorpusVocab the ids are in (``corpus.vocab``), so the loss is over all GPT-2 ids; None: GPT-2 ids.
     """
     with _autocast(tokens.device, bf16):
-        loss = next_token_loss(model, tokens, mask, chunk_size=loss_chunk_size)
+        loss = next_token_loss(model, tokens, mask, chunk_size=loss_chunk_size, vocab=vocab)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     value = float(loss.detach())  # syncs the device, so step timings are honest
@@ -111,21 +112,25 @@ def train_step(model, optimizer: torch.optim.Optimizer, tokens: torch.Tensor, ma
 
 @torch.no_grad()
 def evaluate(model, dataset, batch_size: int = 16, device=None, bf16: bool = False,
-             loss_chunk_size: int | None = None) -> float | None:
-    """Mean next-token cross-entropy (nats per real target token) over ``dataset``; None if it is empty."""
+             loss_chunk_size: int | None = None, vocab=None) -> float | None:
+    """Mean next-token cross-entropy (nats per real target token) over ``dataset``; None if it is empty.
+
+    ``vocab``: the CorpusVocab of the dataset's ids (default ``model.vocab``): every GPT-2 id is scored, those
+    training never saw as a share of "other"."""
     if dataset is None or len(dataset) == 0:
         return None
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for tokens, mask in iterate_batches(dataset, batch_size, shuffle=False):
+    vocab = getattr(model, "vocab", None) if vocab is None else vocab
+    for tokens, mask in iterate_batches(dataset, batch_size, shuffle=False, bucket=True):  # similar lengths
         tokens, mask = tokens.to(device), mask.to(device)
         n = int(mask[1:].sum())
         if n == 0:
             continue
         with _autocast(device, bf16):
-            loss = next_token_loss(model, tokens, mask, chunk_size=loss_chunk_size)
+            loss = next_token_loss(model, tokens, mask, chunk_size=loss_chunk_size, vocab=vocab)
         total += float(loss) * n
         count += n
     model.train(was_training)
@@ -192,7 +197,8 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
     n_steps = min(n_steps, config.max_steps_per_epoch or n_steps)
     every = config.eval_every if config.eval_every is not None else max(1, config.epochs * n_steps // 10)
     corpus.train.set_epoch(epoch)
-    batches = iterate_batches(corpus.train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
+    batches = iterate_batches(corpus.train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch,
+                              bucket=config.bucket_by_length)
     loss_sum, tokens_done, time_done = sum(history.step_loss[history.step - done:]), 0, 0.0
     for i, (tokens, mask) in enumerate(itertools.islice(batches, n_steps)):
         if i < done:  # resuming mid-epoch: the batch order is fixed, skip the batches already trained on
@@ -200,7 +206,7 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
         t0 = time.perf_counter()
         tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
         with _hold_interrupts():
-            loss = train_step(step_model, optimizer, tokens, mask, bf16, config.loss_chunk_size)
+            loss = train_step(step_model, optimizer, tokens, mask, bf16, config.loss_chunk_size, corpus.vocab)
             if not math.isfinite(loss):
                 raise ValueError(
                     f"[{history.model}] the training loss is {loss} at step {history.step + 1} (epoch {epoch + 1}): "
@@ -215,11 +221,12 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
             say(f"[{history.model}] epoch {epoch + 1}, step {i + 1}/{n_steps}: partial average loss "
                 f"{loss_sum / (i + 1):.4f}")
         if every and history.step % every == 0 and i + 1 < n_steps and corpus.val is not None:
-            val = evaluate(model, _val_sample(corpus.val), config.batch_size, device, bf16, config.loss_chunk_size)
+            val = evaluate(model, _val_sample(corpus.val), config.batch_size, device, bf16, config.loss_chunk_size,
+                           corpus.vocab)
             history.val_points.append((history.step, val))
             _call(hooks, "on_eval", history, model)
         _call(hooks, "on_step", history, model)
-    val = evaluate(model, corpus.val, config.batch_size, device, bf16, config.loss_chunk_size)
+    val = evaluate(model, corpus.val, config.batch_size, device, bf16, config.loss_chunk_size, corpus.vocab)
     with _hold_interrupts():
         history.epoch_train_loss.append(loss_sum / max(history.step_in_epoch, 1))
         history.epoch_val_loss.append(val)
@@ -275,6 +282,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
     device = pick_device(config.device_id, verbose=verbose)
     bf16 = _use_bf16(config, device)
     model.to(device)
+    model.vocab = corpus.vocab  # its ids are the corpus's: generation and inspection map them to GPT-2's
     optimizer = make_optimizer(model, config.learning_rate, device)
     run_id = run_identity(config, corpus, model)
     history = _open_run(store, run_id, model, optimizer, config, resume, say)

@@ -223,6 +223,7 @@ def next_token_loss(
     tokens: torch.Tensor,
     pad_mask: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    vocab=None,
 ) -> torch.Tensor:
     """Mean next-token cross-entropy of ``model`` on ``tokens``, through ``model.hidden`` and ``model.head``.
 
@@ -234,6 +235,8 @@ def next_token_loss(
         tokens: (T, B) long token ids.
         pad_mask: optional (T, B) bool, True = real token. None: every pair counts.
         chunk_size: rows per chunk of the fused head; None: ``chunk_rows(D)`` (see :func:`fused_linear_cross_entropy`).
+        vocab: the CorpusVocab ``tokens`` are in, or None. A target in its "other" class is one of n_other GPT-2
+            ids, so it costs log(n_other) more: the loss is then a cross-entropy over all of GPT-2's ids.
 
     Returns:
         Scalar float32 mean loss; 0 (with zero gradients) when no target is real.
@@ -250,4 +253,7 @@ def next_token_loss(
     if pad_mask is not None:
         keep = pad_mask[1:].reshape(-1)  # (N_all,) True = real target
         rows, targets = rows[keep], targets[keep]  # (N, D), (N,)
-    return fused_linear_cross_entropy(rows, head.weight, head.bias, targets, chunk_size)
+    loss = fused_linear_cross_entropy(rows, head.weight, head.bias, targets, chunk_size)
+    if vocab is not None:  # log p(u) = log p(other) - log(n_other): a constant, no gradient
+        loss = loss + (targets == vocab.other_id).sum().to(loss.dtype) * vocab.other_correction / max(len(targets), 1)
+    return loss

@@ -60,6 +60,7 @@ def data_fingerprint(corpus) -> str:
     """sha256 over every sequence (lengths and token ids) of the train and validation splits: the same data,
     tokenized the same way, gives the same fingerprint whatever its files' paths or description."""
     h = hashlib.sha256(f"vocab {corpus.vocab_size}".encode())
+    h.update(array("q", corpus.vocab.ids if getattr(corpus, "vocab", None) else []).tobytes())  # what the ids mean
     for split in (corpus.train, corpus.val):
         # the datasets keep their two sources (TinyStories, files); the mixture's item order changes by epoch
         for seqs in [split.tinystories, split.other] if hasattr(split, "other") else [list(split or [])]:
