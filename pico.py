@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from pico_helpers.config import MODEL_NAMES, TrainConfig, field_kind
@@ -53,17 +54,44 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def init_torchrun(config: TrainConfig):
+    """Under torchrun (RANK and WORLD_SIZE set): join the process group and return this rank's device; else None.
+
+    The device is cuda:LOCAL_RANK when CUDA is available and --device_id is not cpu, else the CPU; the backend nccl
+    on CUDA, gloo on the CPU, or $PICO_DIST_BACKEND. --batch_size is the global batch, split over the processes.
+    train() then runs data-parallel (pico_helpers/training/distributed.py); only rank 0 prints and writes.
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    world, cuda = int(os.environ["WORLD_SIZE"]), torch.cuda.is_available() and config.device_id != "cpu"
+    if config.batch_size % world:
+        raise ValueError(f"--batch_size {config.batch_size} is the global batch, split over {world} processes: use a "
+                         f"multiple of {world} (for example --batch_size {world * max(1, config.batch_size // world)})")
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(os.environ.get("PICO_DIST_BACKEND") or ("nccl" if cuda else "gloo"))
+    if dist.get_rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # the other ranks print nothing; their errors still reach stderr
+    return device
+
+
 def run(args: argparse.Namespace) -> None:
     """Load the data, build every model (so a bad shape stops before any training), train each, print samples."""
     from pico_helpers.data import load_corpus
     from pico_helpers.models import build_model
     from pico_helpers.sample import generate_text
     from pico_helpers.training import pick_device, train
+    from pico_helpers.training.distributed import is_main
 
     config = config_from_args(args)
     if args.new_tokens < 1:
         raise ValueError(f"--new_tokens must be an integer >= 1, got {args.new_tokens} (for example --new_tokens 20)")
-    device = pick_device(config.device_id)
+    device = init_torchrun(config) or pick_device(config.device_id)
     print(f"Using device: {device}")
     config = config.replace(device_id=str(device))  # train() then uses it without repeating the fallback message
     try:
@@ -78,6 +106,8 @@ def run(args: argparse.Namespace) -> None:
     for name, model in models.items():
         print(f"\n=== Training {name} ===")
         history = train(model, corpus, config, name=name, resume=not args.no_resume)
+        if not is_main():  # torchrun: rank 0 alone samples and reports
+            continue
         print(f"[{name}] final samples ({args.new_tokens} new tokens each):")
         for label, top_p in (("greedy", None), ("top-p 0.95", 0.95), ("top-p 1.0", 1.0)):
             try:
@@ -105,6 +135,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: a run in training saved its checkpoint; the same command continues it", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules and sys.modules["torch.distributed"].is_initialized():
+            sys.modules["torch.distributed"].destroy_process_group()  # torchrun: leave the process group
     return 0
 
 

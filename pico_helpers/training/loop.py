@@ -16,6 +16,7 @@ import torch
 from pico_helpers.config import TrainConfig
 from pico_helpers.data import Corpus, iterate_batches
 from pico_helpers.models import count_parameters
+from pico_helpers.training import distributed
 from pico_helpers.training.callbacks import LossPlot, TextSamples
 from pico_helpers.training.history import History
 from pico_helpers.training.losses import next_token_loss
@@ -95,16 +96,20 @@ def train_step(model, optimizer: torch.optim.Optimizer, tokens: torch.Tensor, ma
     A non-finite loss is returned without applying its update, so the weights stay as they were.
 
     Args:
-        model: follows the model contract (``hidden`` and ``head``): the model, or its compiled view.
+        model: follows the model contract (``hidden``, ``head``): the model, its compiled view, or distributed.wrap's.
         tokens: (T, B) long token ids on the model's device; mask: (T, B) bool, True = real token.
         bf16: the forward under bfloat16 autocast; loss_chunk_size: rows per chunk of the fused loss.
         vocab: the CorpusVocab the ids are in (``corpus.vocab``), so the loss is over all GPT-2 ids; None: GPT-2 ids.
     """
     with _autocast(tokens.device, bf16):
-        loss = next_token_loss(model, tokens, mask, chunk_size=loss_chunk_size, vocab=vocab)
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            loss, mean = model(tokens, mask, chunk_size=loss_chunk_size, vocab=vocab)  # mean: over all ranks
+        else:
+            loss = next_token_loss(model, tokens, mask, chunk_size=loss_chunk_size, vocab=vocab)
+            mean = loss.detach()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    value = float(loss.detach())  # syncs the device, so step timings are honest
+    value = float(mean)  # syncs the device, so step timings are honest
     if math.isfinite(value):
         optimizer.step()
     return value
@@ -125,7 +130,7 @@ def evaluate(model, dataset, batch_size: int = 16, device=None, bf16: bool = Fal
     total, count = 0.0, 0
     vocab = getattr(model, "vocab", None) if vocab is None else vocab
     for tokens, mask in iterate_batches(dataset, batch_size, shuffle=False, bucket=True):  # similar lengths
-        tokens, mask = tokens.to(device), mask.to(device)
+        tokens, mask = distributed.shard(tokens.to(device), mask.to(device))  # torchrun: this rank's sequences
         n = int(mask[1:].sum())
         if n == 0:
             continue
@@ -133,6 +138,7 @@ def evaluate(model, dataset, batch_size: int = 16, device=None, bf16: bool = Fal
             loss = next_token_loss(model, tokens, mask, chunk_size=loss_chunk_size, vocab=vocab)
         total += float(loss) * n
         count += n
+    total, count = distributed.all_sum(device, total, count)  # torchrun: summed over the ranks, the same on each
     model.train(was_training)
     return total / count if count else None
 
@@ -142,8 +148,8 @@ def evaluate(model, dataset, batch_size: int = 16, device=None, bf16: bool = Fal
 @contextmanager
 def _hold_interrupts():
     """Hold a Ctrl-C (SIGINT) until the block is done: an update and its record happen together or not at all."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or torch.distributed.is_initialized():
+        yield  # under torchrun distributed.wrap notes a Ctrl-C instead, so that every rank stops at the same step
         return
     caught = []
     previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
@@ -277,7 +283,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
         verbose: print the progress lines and draw the live plot in Jupyter; False prints nothing (errors raise).
         callbacks: more hooks (training.callbacks.Callback), called after the loss plot's and the samples'.
     """
-    say = print if verbose else (lambda *args, **kwargs: None)
+    say = print if verbose and distributed.is_main() else (lambda *args, **kwargs: None)
     store = RunStore(config.output_dir, name)
     device = pick_device(config.device_id, verbose=verbose)
     bf16 = _use_bf16(config, device)
@@ -285,7 +291,8 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
     model.vocab = corpus.vocab  # its ids are the corpus's: generation and inspection map them to GPT-2's
     optimizer = make_optimizer(model, config.learning_rate, device)
     run_id = run_identity(config, corpus, model)
-    history = _open_run(store, run_id, model, optimizer, config, resume, say)
+    history = _open_run(store, run_id, model, optimizer, config, resume, say) if distributed.is_main() else None
+    history = distributed.share_run(history, model, optimizer)  # torchrun: rank 0's run on every rank
     if history is None:
         history = History(model=name, data=corpus.description, run_id=run_id, n_params=count_parameters(model),
                           vocab_size=corpus.vocab_size)
@@ -295,12 +302,14 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
         return history  # nothing written: a finished run loads from a read-only folder too
     history.config, history.device, history.bf16 = config.to_dict(), str(device), bf16
     history.finished = False  # until its last epoch is done (a finished run may get more epochs)
-    hooks = [LossPlot(store, live=None if verbose else False),
-             TextSamples(corpus.enc, config.prompt, config.sample_every_s, say), *callbacks]
-    step_model = _CompiledView(model, say) if config.compile else model
+    hooks = [LossPlot(store, live=None if verbose else False), TextSamples(corpus.enc, config.prompt,
+             config.sample_every_s, say), *callbacks] if distributed.is_main() else []  # torchrun: rank 0's
+    step_model = distributed.wrap(model, _CompiledView(model, say) if config.compile else model)
     wall0, wall_before = time.perf_counter(), history.wall_time_s
 
     def save() -> None:
+        if not distributed.is_main():  # torchrun: rank 0 alone writes
+            return
         history.wall_time_s = wall_before + time.perf_counter() - wall0
         store.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
                     "run_id": run_id, "history": history.to_dict(), "epoch": history.epoch,
@@ -315,10 +324,13 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
         history.finished = True
         save()
         _call(hooks, "on_train_end", history, model)
-        history.to_json(store.history)  # again, now with the figure's path
+        if distributed.is_main():
+            history.to_json(store.history)  # again, now with the figure's path
     except KeyboardInterrupt:
         save()
         say(f"[{name}] interrupted: checkpoint saved at epoch {history.epoch + 1}, step {history.step_in_epoch}; "
             "run the same call again to continue.")
         raise
+    finally:
+        distributed.release()
     return history
