@@ -195,7 +195,11 @@ def test_load_corpus_3seqs(enc):
     assert len(full.train) == 9000 and len(full.val) == 1000
     assert "3seqs.txt" in full.description and "padding" in full.description
     corpus = load_corpus(cfg)  # the default: the corpus vocabulary of the training split's ids
-    assert corpus.enc is full.enc and corpus.vocab.ids == sorted({t for s in full.train.other for t in s})
+    lines = load_text_file("input_files/3seqs.txt", enc)
+    train_lines = split_train_val(lines, cfg.test_fraction, cfg.seed)[0]
+    assert corpus.enc is full.enc and corpus.vocab.ids == sorted({t for s in train_lines for t in s})
+    for other in (cfg.replace(long_examples="windows"), cfg.replace(block_size=8)):  # the whole lines' ids, always
+        assert load_corpus(other).vocab.ids == corpus.vocab.ids
     assert corpus.vocab_size == len(corpus.vocab.ids) + 1 < 2000
     assert max(max(s) for s in corpus.train.other) < corpus.vocab.other_id
     assert [corpus.vocab.to_gpt2(s) for s in corpus.train.other] == full.train.other  # remapping round trip

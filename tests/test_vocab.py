@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pico_helpers.analysis import attention_maps, embedding_table
 from pico_helpers.config import TrainConfig
 from pico_helpers.data import CorpusVocab, load_corpus
 from pico_helpers.models import build_model
@@ -89,6 +90,8 @@ def test_validation_tokens_unseen_in_training_are_scored(corpus):
     vocab = corpus.vocab
     train_ids = {t for s in corpus.train.other for t in s}
     assert vocab.other_id not in train_ids  # training examples only use modelled ids
+    n_unseen = sum(s.count(vocab.other_id) for s in corpus.val.other)
+    assert f"({n_unseen:,} validation tokens unseen in training)" in corpus.description
     fake_val = [vocab.to_model(corpus.enc.encode_ordinary("1 2 3 dragon 4 5"))]  # " dragon" is not in 3seqs
     assert vocab.other_id in fake_val[0]
     model = build_model("lstm_seq", TrainConfig.quick(embed_size=16), corpus.vocab_size, vocab)
@@ -114,6 +117,18 @@ def test_generation_speaks_gpt2_ids(corpus):
     assert all(i not in vocab.ids for i in drawn) and len(set(drawn)) > 10  # spread over the n_other ids
     text, _ = generate_text(model, corpus.enc, "0 1 2 3 4", max_new_tokens=5, top_p=1.0, seed=0)
     assert text == corpus.enc.decode(prompt + drawn[:5])  # the same draws, decoded by GPT-2's tokenizer
+
+
+def test_inspection_reads_gpt2_ids(corpus):
+    vocab = corpus.vocab
+    model = build_model("kvcache_transformer", TrainConfig.quick(embed_size=16, n_heads=2, n_blocks=1),
+                        corpus.vocab_size, vocab)
+    table = embedding_table(model)  # (50257, D): a row per GPT-2 id
+    assert table.shape == (V_GPT2, 16)
+    torch.testing.assert_close(table[vocab.ids], model.embedding_table()[:-1].detach())  # model row i = ids[i]
+    assert not table[7454].any()  # " Once" is not in 3seqs: a zero row
+    attn, tokens = attention_maps(model, corpus.enc, "0 1 2 dragon")  # " dragon" is read as "other"
+    assert tokens == ["0", " 1", " 2", " dragon"] and attn.shape[-2:] == (4, 4)
 
 
 def test_full_vocabulary_still_works():

@@ -194,10 +194,11 @@ def load_corpus(config, enc=None) -> Corpus:
         where = Path(path).name if path else TINYSTORIES_HUB
         parts.append(f"TinyStories from {where} ({len(tiny_seqs):,} stories)")
     # Split whole stories and lines first, then cut them: a story's windows never straddle train and validation.
+    splits = [split_train_val(seqs, config.test_fraction, config.seed) for seqs in (tiny_seqs, files_seqs)]
+    # The vocabulary of the whole training lines and stories, so no block_size or truncation changes it.
+    vocab = CorpusVocab.from_sequences(splits[0][0] + splits[1][0], enc.n_vocab) if config.vocab == "corpus" else None
     cut = functools.partial(_examples, block_size=config.block_size, long_examples=config.long_examples)
-    (tiny_train, tiny_val), (file_train, file_val) = [
-        map(cut, split_train_val(seqs, config.test_fraction, config.seed)) for seqs in (tiny_seqs, files_seqs)]
-    vocab = CorpusVocab.from_sequences(tiny_train + file_train, enc.n_vocab) if config.vocab == "corpus" else None
+    (tiny_train, tiny_val), (file_train, file_val) = [map(cut, pair) for pair in splits]
     if vocab is not None:  # validation ids unseen in training become "other", and are scored
         tiny_train, tiny_val, file_train, file_val = (
             [vocab.to_model(s) for s in lst] for lst in (tiny_train, tiny_val, file_train, file_val))
@@ -206,13 +207,15 @@ def load_corpus(config, enc=None) -> Corpus:
     n_tokens = sum(map(len, tiny_seqs + files_seqs))
     kept = sum(min(len(s), config.block_size) for s in tiny_seqs + files_seqs) / max(n_tokens, 1)
     pad = [padding_fraction(train, config.batch_size, b, config.seed) for b in (False, config.bucket_by_length)]
+    unseen = sum(s.count(vocab.other_id) for s in tiny_val + file_val) if vocab else 0  # ids training never saw
     description = (" + ".join(parts) + f", tinystories_weight {config.tinystories_weight}, block_size "
                    f"{config.block_size}, {n_tokens:,} tokens ("
                    + ("longer examples in windows: every token used" if config.long_examples == "windows"
                       else f"examples truncated: {kept:.0%} of the tokens used")
                    + f"), {len(train):,} train / {len(val) if val else 0:,} val sequences, padding {pad[0]:.0%}"
                    + (f" -> {pad[1]:.0%} (bucketed by length)" if config.bucket_by_length else "")
-                   + (f", corpus vocabulary of {len(vocab.ids):,} ids + other" if vocab
+                   + (f", corpus vocabulary of {len(vocab.ids):,} ids + other ({unseen:,} validation tokens unseen "
+                      "in training)" if vocab
                       else f", full vocabulary of {enc.n_vocab:,} ids"))
     return Corpus(train=train, val=val, enc=enc, vocab_size=vocab.n_vocab if vocab else enc.n_vocab,
                   description=description, sources={"tinystories": len(tiny_seqs), "files": len(files_seqs)},
