@@ -25,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(TrainConfig):
         kind, optional = field_kind(f)
-        flag, meta = "--" + f.name, f.metadata
+        flag, meta = "--" + f.name, {**f.metadata, "help": f.metadata["help"].replace("%", "%%")}  # argparse %-formats
         if kind is list:
             p.add_argument(flag, nargs="*", default=[], help=meta["help"])
         elif kind is bool and optional:

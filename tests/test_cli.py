@@ -80,6 +80,9 @@ def test_every_config_field_is_a_flag_with_its_default():
     args = pico.parse_args(["--vocab", "full", "--long_examples", "truncate", "--no-bucket_by_length"])
     config = pico.config_from_args(args)
     assert (config.vocab, config.long_examples, config.bucket_by_length) == ("full", "truncate", False)
+    with pytest.raises(SystemExit) as done:  # every help text prints, a "%" in it included
+        pico.parse_args(["--help"])
+    assert done.value.code == 0
 
 
 @pytest.mark.parametrize("bad", [
