@@ -19,7 +19,7 @@ from pico_helpers.training import (Callback, History, RunStore, compute_next_tok
                                 fused_linear_cross_entropy, load_checkpoint, make_optimizer, next_token_loss, pick_device,
                                 run_identity, train, train_epoch, train_step)
 from pico_helpers.workbook import (cell_text, continues_count, epoch_table, export_answers, md_table, median_seconds,
-                                   run_table, sample_table)
+                                   sample_table)
 
 __all__ = [
     # analysis
@@ -42,6 +42,6 @@ __all__ = [
     "load_checkpoint", "make_optimizer", "next_token_loss", "pick_device", "run_identity", "train", "train_epoch",
     "train_step",
     # workbook
-    "cell_text", "continues_count", "epoch_table", "export_answers", "md_table", "median_seconds", "run_table",
+    "cell_text", "continues_count", "epoch_table", "export_answers", "md_table", "median_seconds",
     "sample_table",
 ]

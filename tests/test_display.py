@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pico_helpers.workbook.display as display
-from pico_helpers.workbook import (cell_text, continues_count, epoch_table, md_table, median_seconds, run_table,
+from pico_helpers.workbook import (cell_text, continues_count, epoch_table, md_table, median_seconds,
                                    sample_table)
 
 
@@ -56,19 +56,6 @@ def test_epoch_table(as_object):
     head, table = text.split("\n\n")
     assert head == "**lstm_3seqs**: 12,345 parameters, 20,000 training tokens, 4 s of training"
     assert table.split("\n")[2:] == ["| 1 | 2 | 2.750 | 2.900 |", "| 2 | 4 | 1.750 | 1.950 |"]
-
-
-@pytest.mark.parametrize("as_object", [False, True], ids=["dict", "attributes"])
-def test_run_table_rows_and_extra_columns(as_object):
-    make = (lambda **kw: SimpleNamespace(**history_dict(**kw))) if as_object else history_dict
-    runs = {"LSTM": make(), "no validation": make(epoch_val_loss=[None, None], tokens_per_s=None)}
-    lines = run_table(runs, label="model", extra={"greedy sample": ["0 1 2", "a|b"]}).split("\n")
-    assert cells_of(lines[0]) == ["model", "parameters", "steps", "final train loss", "final validation loss",
-                                  "train tokens/s", "train time (s)", "greedy sample"]
-    assert cells_of(lines[2]) == ["LSTM", "12,345", "4", "1.750", "1.950", "5,000", "4", "0 1 2"]
-    assert cells_of(lines[3]) == ["no validation", "12,345", "4", "1.750", "-", "-", "4", "a\\|b"]
-    with pytest.raises(ValueError, match="has 1 cells for 2 runs"):
-        run_table(runs, extra={"sample": ["only one"]})
 
 
 # --- samples ---

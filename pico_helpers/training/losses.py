@@ -1,14 +1,8 @@
 """Next-token cross-entropy: the plain reference on full logits and the fused chunked path training uses.
 
-Logits at position t predict the token at t+1, so a (T, B) batch gives (T-1)*B (position, target)
-pairs; a pair counts only when its TARGET is a real token (``pad_mask`` True), never padding.
-
-The fused path never holds the (N, V) logits of all N rows at once: for V = 50,257 and a batch of
-16 x 1024 tokens those would be 3.3 GB in float32 (twice that with their gradient). It walks the rows
-in chunks, and for each chunk computes the logits, the loss and, right away, the gradients of the
-hidden states, the head weight and the head bias; backward only scales those saved gradients.
-
-Used in 03_lstm.ipynb (introduced there) and by the training loop of every model.
+Logits at t predict the token at t+1; a pair counts only when its TARGET is real (``pad_mask`` True).
+The fused path never holds all (N, V) logits (3.3 GB in float32 for V = 50,257 and 16 x 1024 tokens): per
+row chunk it computes logits, loss and right away the gradients; backward only scales them. Used in 03_lstm.ipynb.
 """
 from __future__ import annotations
 
@@ -16,21 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = [
-    "compute_next_token_loss",
-    "next_token_loss",
-    "fused_linear_cross_entropy",
-    "FusedLinearCrossEntropy",
-    "DEFAULT_CHUNK_SIZE",
-    "chunk_rows",
-]
+__all__ = ["compute_next_token_loss", "next_token_loss", "fused_linear_cross_entropy", "FusedLinearCrossEntropy",
+           "DEFAULT_CHUNK_SIZE", "chunk_rows"]
 
-# Rows per chunk trade memory against traffic. A chunk holds its (rows, V) logits, so short chunks keep memory
-# small: 128 rows at V = 50,257 are 26 MB in float32, against gigabytes for all rows at once. But every chunk
-# also reads and writes the whole (V, D) gradient of the head weight (206 MB at D = 1024), and pays a fixed
-# launch overhead, so very short chunks pay both many times. Hence at least 128 rows, and taller chunks for
-# wider models, whose gradient is bigger: max(128, D // 2) rows (``chunk_rows``), which keeps one chunk's
-# logits at most half the size of grad_W. The benchmark (benchmarks/, BENCHMARKS.md) measures the resulting step.
+# Rows per chunk trade memory against traffic: a chunk holds its (rows, V) logits (26 MB for 128 rows at
+# V = 50,257), but every chunk also reads and writes the whole (V, D) grad_W and pays a launch, so very short
+# chunks pay both many times. max(128, D // 2) rows keeps one chunk's logits at most half the size of grad_W.
 DEFAULT_CHUNK_SIZE = 128
 
 
@@ -48,36 +33,25 @@ def _check_tokens(tokens: torch.Tensor, pad_mask: torch.Tensor | None) -> None:
         raise ValueError(f"tokens must be torch.long ids, got {tokens.dtype}; use tokens.long()")
     if pad_mask is not None:
         if pad_mask.shape != tokens.shape:
-            raise ValueError(
-                f"pad_mask must have the shape of tokens {tuple(tokens.shape)}, got {tuple(pad_mask.shape)}"
-            )
+            raise ValueError(f"pad_mask must have the shape of tokens {tuple(tokens.shape)}, got {tuple(pad_mask.shape)}")
         if pad_mask.dtype != torch.bool:
             raise ValueError(f"pad_mask must be bool (True = real token), got {pad_mask.dtype}; use mask.bool()")
 
 
 # --- plain reference ---
 
-def compute_next_token_loss(
-    logits: torch.Tensor, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean next-token cross-entropy from full logits (the course's loss, padding left out).
+def compute_next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None
+                            ) -> torch.Tensor:
+    """Mean next-token cross-entropy from full logits (the course's loss, padding left out); 0 if no pair counts.
 
     Args:
-        logits: (T, B, V) scores; logits[t] predict tokens[t+1].
-        tokens: (T, B) long token ids.
-        pad_mask: optional (T, B) bool, True where the token is real. A pair counts only if its
-            target tokens[t+1] is real. None: every pair counts.
-
-    Returns:
-        Scalar mean over the counted pairs; 0 (still attached to the graph, so backward works and
-        gives zero gradients) when no pair counts.
+        logits: (T, B, V) scores; logits[t] predict tokens[t+1]. tokens: (T, B) long token ids.
+        pad_mask: optional (T, B) bool, True where the token is real (a pair counts if its target is real).
     """
     _check_tokens(tokens, pad_mask)
     if logits.dim() != 3 or logits.shape[:2] != tokens.shape:
-        raise ValueError(
-            f"logits must be (seq_len, batch, vocab) matching tokens {tuple(tokens.shape)}, "
-            f"got {tuple(logits.shape)}"
-        )
+        raise ValueError(f"logits must be (seq_len, batch, vocab) matching tokens {tuple(tokens.shape)}, "
+                         f"got {tuple(logits.shape)}")
     V = logits.shape[-1]
     pred = logits[:-1].reshape(-1, V)  # (N_all, V) with N_all = (T-1)*B
     if pred.dtype in (torch.float16, torch.bfloat16):
@@ -98,11 +72,7 @@ def compute_next_token_loss(
 # --- fused linear + cross-entropy ---
 
 class FusedLinearCrossEntropy(torch.autograd.Function):
-    """mean_i CE(h_i @ W^T + b, target_i) in row chunks; forward also computes the gradients.
-
-    Call through :func:`fused_linear_cross_entropy`, which works out the compute dtype (autocast)
-    and which gradients are needed.
-    """
+    """mean_i CE(h_i @ W^T + b, target_i) in row chunks, gradients in forward; call fused_linear_cross_entropy."""
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets, chunk_size, compute_dtype, need_h, need_w, need_b):
@@ -153,11 +123,8 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
                     grad_b += z.sum(dim=0)  # (V,)
         if need_w and grad_w is None:  # N == 0: no chunk ran
             grad_w = torch.zeros(V, D, device=h.device, dtype=acc_dtype)
-        ctx.save_for_backward(
-            grad_h,
-            None if grad_w is None else grad_w.to(weight.dtype),
-            None if grad_b is None else grad_b.to(bias.dtype),
-        )
+        ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype),
+                              None if grad_b is None else grad_b.to(bias.dtype))
         return loss_sum * inv_n
 
     @staticmethod
@@ -167,33 +134,21 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         return scale(grad_h), scale(grad_w), scale(grad_b), None, None, None, None, None, None
 
 
-def fused_linear_cross_entropy(
-    h: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    targets: torch.Tensor,
-    chunk_size: int | None = None,
-) -> torch.Tensor:
-    """Mean cross-entropy of ``h @ weight.T + bias`` against ``targets`` without all the logits at once.
+def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                               targets: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    """Scalar mean cross-entropy of ``h @ weight.T + bias`` against ``targets`` without all the logits at once.
+
+    Under autocast the matmuls run in its dtype, softmax and sums in float32; without grad only the loss is computed.
 
     Args:
-        h: (N, D) hidden states, one row per counted prediction.
-        weight: (V, D) head weight (may be tied to the embedding: autograd adds both gradients).
-        bias: (V,) head bias or None.
+        h: (N, D) hidden states. weight: (V, D) head weight (may be tied). bias: (V,) or None.
         targets: (N,) long ids in [0, V).
-        chunk_size: rows per chunk; None: ``chunk_rows(D)``. Extra memory: one chunk's float32
-            logits, chunk_size * V * 4 bytes (x1.5 under bf16 autocast, for the bf16 copy of their
-            gradient), plus the float32 (V, D) grad_W accumulator and (N, D) grad_h kept for backward.
-
-    Returns:
-        Scalar float32 mean loss (float64 for float64 inputs); 0 when N == 0. Under torch.autocast the matmuls run in the
-        autocast dtype and the softmax and all sums in float32; gradients come back in the dtypes
-        of h, weight and bias. With grad disabled (validation) only the loss is computed.
+        chunk_size: rows per chunk; None: ``chunk_rows(D)``. Extra memory: one chunk's float32 logits
+            (chunk_size * V * 4 bytes) plus the (V, D) grad_W and (N, D) grad_h kept for backward.
     """
     if h.dim() != 2 or weight.dim() != 2 or h.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"h must be (N, D) and weight (V, D) with the same D, got {tuple(h.shape)} and {tuple(weight.shape)}"
-        )
+        raise ValueError(f"h must be (N, D) and weight (V, D) with the same D, got {tuple(h.shape)} and "
+                         f"{tuple(weight.shape)}")
     if targets.shape != (h.shape[0],):
         raise ValueError(f"targets must be ({h.shape[0]},) to match h, got {tuple(targets.shape)}")
     if bias is not None and bias.shape != (weight.shape[0],):
@@ -203,43 +158,27 @@ def fused_linear_cross_entropy(
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int (rows per chunk) or None, got {chunk_size!r}")
     device_type = h.device.type
-    if torch.is_autocast_enabled(device_type):
-        compute_dtype = torch.get_autocast_dtype(device_type)
-    else:
-        compute_dtype = torch.promote_types(h.dtype, weight.dtype)
+    compute_dtype = (torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type)
+                     else torch.promote_types(h.dtype, weight.dtype))
     grad_on = torch.is_grad_enabled()
     need_h = grad_on and h.requires_grad
     need_w = grad_on and weight.requires_grad
     need_b = grad_on and bias is not None and bias.requires_grad
-    return FusedLinearCrossEntropy.apply(
-        h, weight, bias, targets, chunk_size, compute_dtype, need_h, need_w, need_b
-    )
+    return FusedLinearCrossEntropy.apply(h, weight, bias, targets, chunk_size, compute_dtype, need_h, need_w, need_b)
 
 
 # --- the training loss ---
 
-def next_token_loss(
-    model: nn.Module,
-    tokens: torch.Tensor,
-    pad_mask: torch.Tensor | None = None,
-    chunk_size: int | None = None,
-    vocab=None,
-) -> torch.Tensor:
-    """Mean next-token cross-entropy of ``model`` on ``tokens``, through ``model.hidden`` and ``model.head``.
-
-    Equal to ``compute_next_token_loss(model(tokens), tokens, pad_mask)`` without building the
-    (T, B, V) logits: only rows whose target is real are sent through the fused head.
+def next_token_loss(model: nn.Module, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None,
+                    chunk_size: int | None = None, vocab=None) -> torch.Tensor:
+    """``compute_next_token_loss(model(tokens), tokens, pad_mask)`` through the fused head, without (T, B, V) logits.
 
     Args:
-        model: follows the model contract (``hidden(idx) -> (T, B, D)``, ``head`` an ``nn.Linear``).
-        tokens: (T, B) long token ids.
-        pad_mask: optional (T, B) bool, True = real token. None: every pair counts.
-        chunk_size: rows per chunk of the fused head; None: ``chunk_rows(D)`` (see :func:`fused_linear_cross_entropy`).
-        vocab: the CorpusVocab ``tokens`` are in, or None. A target in its "other" class is one of n_other GPT-2
-            ids, so it costs log(n_other) more: the loss is then a cross-entropy over all of GPT-2's ids.
-
-    Returns:
-        Scalar float32 mean loss; 0 (with zero gradients) when no target is real.
+        model: the model contract (``hidden(idx) -> (T, B, D)``, ``head`` an ``nn.Linear``).
+        tokens: (T, B) long token ids. pad_mask: optional (T, B) bool, True = real token.
+        chunk_size: rows per chunk of the fused head; None: ``chunk_rows(D)``.
+        vocab: the CorpusVocab of ``tokens``, or None; an "other" target then costs log(n_other) more, so the loss
+            is a cross-entropy over all of GPT-2's ids.
     """
     _check_tokens(tokens, pad_mask)
     head = model.head

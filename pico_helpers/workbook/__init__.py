@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from pico_helpers.workbook.display import (cell_text, continues_count, epoch_table, md_table, median_seconds,
-                                           run_table, sample_table)
+                                           sample_table)
 from pico_helpers.workbook.export import export_answers
 
-__all__ = ["cell_text", "continues_count", "epoch_table", "export_answers", "md_table", "median_seconds", "run_table",
+__all__ = ["cell_text", "continues_count", "epoch_table", "export_answers", "md_table", "median_seconds",
            "sample_table"]

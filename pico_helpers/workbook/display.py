@@ -10,16 +10,13 @@ import torch
 
 from pico_helpers.sample.generate import generate_text
 
-__all__ = ["md_table", "cell_text", "median_seconds", "run_table", "epoch_table", "sample_table", "continues_count"]
+__all__ = ["md_table", "cell_text", "median_seconds", "epoch_table", "sample_table", "continues_count"]
 
 
 # --- markdown tables ---
 
 def md_table(header: Sequence, rows: Sequence[Sequence]) -> str:
-    """A markdown table from a header and rows: ``str(x)`` per cell, ``|`` escaped, newlines shown as " ⏎ ".
-
-    Show it with ``display(Markdown(...))``. Used in every notebook from 02_kgram_mlp.ipynb on.
-    """
+    """A markdown table from a header and rows, ``|`` escaped, newlines as " ⏎ " (02_kgram_mlp.ipynb on)."""
     def cell(x) -> str:
         return re.sub(r"(?<!\\)\|", r"\\|", str(x)).replace("\n", " ⏎ ")
 
@@ -41,33 +38,8 @@ def _num(x, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)  # None: no validation split, or no training time
 
 
-RUN_COLUMNS = ("parameters", "steps", "final train loss", "final validation loss", "train tokens/s", "train time (s)")
-
-
-def run_table(runs: dict, label: str = "run", extra: dict | None = None) -> str:
-    """One markdown row per run: parameters, steps, final train and validation loss, tokens/s, training time.
-
-    Args:
-        runs: {row label: History from train(), or its dict form}, in display order.
-        label: the first column's heading ("run", "model", ...).
-        extra: {column heading: one cell per run} added on the right, e.g. a greedy sample of each model.
-    """
-    extra = extra or {}
-    for heading, cells in extra.items():
-        if len(cells) != len(runs):
-            raise ValueError(f"extra column {heading!r} has {len(cells)} cells for {len(runs)} runs; give one per run")
-    rows = [[name, f"{_field(h, 'n_params'):,}", len(_field(h, "step_loss")),
-             _num(_field(h, "epoch_train_loss")[-1], ".3f"), _num(_field(h, "epoch_val_loss")[-1], ".3f"),
-             _num(_field(h, "tokens_per_s"), ",.0f"), _num(_field(h, "train_time_s"), ".0f")]
-            + [cells[i] for cells in extra.values()] for i, (name, h) in enumerate(runs.items())]
-    return md_table([label, *RUN_COLUMNS, *extra], rows)
-
-
 def epoch_table(history) -> str:
-    """One run in markdown: its name, size, tokens and time, then its end-of-epoch losses.
-
-    Args: history, a History from train() or its dict form. Used in 01_embeddings.ipynb (Q1.1, Q1.2).
-    """
+    """One run (a History or its dict form) in markdown: name, size, tokens, time, epoch losses (01_embeddings)."""
     epochs = zip(*(_field(history, k) for k in ("epoch_end_step", "epoch_train_loss", "epoch_val_loss")))
     rows = [[e, step, _num(tr, ".3f"), _num(va, ".3f")] for e, (step, tr, va) in enumerate(epochs, start=1)]
     name, n_params, tokens, seconds = (_field(history, k) for k in ("model", "n_params", "tokens_seen", "train_time_s"))
@@ -116,7 +88,7 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, devi
         repeats: timed calls (at least 1); the median ignores a call slowed by something else.
         warmup: untimed calls first (allocations, caches, lazy initialisation).
         device: on CUDA each call is bracketed by torch.cuda.synchronize(), to time the kernels, not the launch.
-    Used in 01_embeddings.ipynb, 02_kgram_mlp.ipynb, 03_lstm.ipynb and 04_transformer.ipynb.
+    Used in 01_embeddings.ipynb to 04_transformer.ipynb.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
