@@ -50,10 +50,9 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 # --- neighbours ---
 
 def embedding_table(model) -> torch.Tensor:
-    """``model.embedding_table()`` (vocab, dim) as detached float32: a view of float32 weights (``.clone()`` to keep).
+    """``model.embedding_table()`` (vocab, dim) as detached float32; a corpus-vocab model gets one row per GPT-2 id.
 
-    A model in a corpus vocabulary (``model.vocab``) gets a copy with one row per GPT-2 id, so GPT-2 ids index it;
-    the ids it does not model get a zero row (cosine 0 with everything).
+    Ids the model does not model get a zero row (cosine 0 with everything).
     """
     table = model.embedding_table()
     _check_table(table)
@@ -66,14 +65,9 @@ def embedding_table(model) -> torch.Tensor:
 
 def nearest_to_vector(table: torch.Tensor, vector: torch.Tensor, k: int = 10,
                       exclude: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k tokens whose vectors have the highest cosine similarity with ``vector``.
+    """(ids (k,), cosine scores (k,)) of the k tokens most similar to ``vector``, best first, ties by ascending id.
 
-    Args:
-        table: (V, D) embedding table.
-        vector: (D,) query, e.g. ``table[a] - table[b] + table[c]``.
-        k: number of neighbours.
-        exclude: token ids never returned (e.g. the query's own tokens).
-    Returns (ids LongTensor (k,), cosine scores FloatTensor (k,)), best first; ties rank by ascending id.
+    Args: table (V, D); vector (D,), e.g. ``table[a] - table[b] + table[c]``; k; exclude: ids never returned.
     """
     _check_table(table)
     if not isinstance(vector, torch.Tensor) or vector.shape != (table.shape[1],):
@@ -89,29 +83,18 @@ def nearest_to_vector(table: torch.Tensor, vector: torch.Tensor, k: int = 10,
 
 def nearest_neighbours(table: torch.Tensor, token_id: int, k: int = 10,
                        exclude_self: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k tokens closest to ``token_id`` by cosine similarity of their embedding vectors.
+    """(ids (k,), cosine scores (k,)) of the k tokens closest to ``token_id``, as nearest_to_vector.
 
-    Args:
-        table: (V, D) embedding table (see embedding_table).
-        token_id: an id in 0..V-1.
-        k: number of neighbours.
-        exclude_self: leave the token itself out (it is always its own best match).
-    Returns (ids (k,), cosine scores (k,)) as nearest_to_vector does.
+    Args: table (V, D); token_id in 0..V-1; k; exclude_self: leave the token itself out.
     """
     token_id = _check_id(table, token_id)
     return nearest_to_vector(table, table[token_id], k, exclude=(token_id,) if exclude_self else ())
 
 
 def annotate_tokens(token_ids: Sequence[int], table: torch.Tensor, decode: Callable[[int], str], k: int = 3) -> str:
-    """The starter's "monosemantic" view: each token as ``token[NN=['a','b','c']]``, joined without separators.
+    """The starter's "monosemantic" view: each token as ``token[NN=['a','b','c']]`` (neighbours as repr), joined.
 
-    The neighbours (by cosine similarity, the token itself excluded) are shown with repr, so spaces show.
-
-    Args:
-        token_ids: the ids to annotate (e.g. the generated ones).
-        table: (V, D) embedding table.
-        decode: id -> string, e.g. ``lambda i: enc.decode([i])``.
-        k: neighbours per token.
+    Args: token_ids; table (V, D); decode: id -> string, e.g. ``lambda i: enc.decode([i])``; k: neighbours per token.
     """
     neighbours = [(int(t), nearest_neighbours(table, int(t), k)[0].tolist()) for t in token_ids]
     return "".join(f"{decode(t)}[NN=[{','.join(repr(decode(j)) for j in nn)}]]" for t, nn in neighbours)
@@ -192,16 +175,11 @@ def _fill_empty(labels: torch.Tensor, d2: torch.Tensor, n_clusters: int) -> torc
 
 def kmeans(vectors: torch.Tensor, n_clusters: int, iters: int = 50, seed: int = 0,
            metric: str = "euclidean") -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means with k-means++ seeding, in plain torch.
+    """Lloyd's k-means with k-means++ seeding -> (labels (N,), centroids (C, D)), deterministic for a seed.
 
     Args:
-        vectors: (N, D) points, e.g. rows of an embedding table.
-        n_clusters: C, between 1 and N.
-        iters: maximum Lloyd iterations (stops earlier once no label changes).
-        seed: seeds the torch.Generator of the k-means++ draws (the global RNG is untouched).
-        metric: "euclidean", or "cosine" (spherical k-means: points and centres are unit vectors).
-    Returns (labels LongTensor (N,), centroids FloatTensor (C, D)); an empty cluster takes the point farthest
-    from its centre, so a seed always gives the same result.
+        vectors: (N, D) points. n_clusters: C in 1..N. iters: maximum Lloyd iterations.
+        seed: seeds the k-means++ draws (the global RNG is untouched). metric: "euclidean" or "cosine" (spherical).
     """
     _check_table(vectors, "vectors")
     n = vectors.shape[0]
@@ -230,11 +208,7 @@ def kmeans(vectors: torch.Tensor, n_clusters: int, iters: int = 50, seed: int = 
 # --- PCA ---
 
 def pca_2d(vectors: torch.Tensor) -> torch.Tensor:
-    """Project (N, D) vectors on their first two principal axes -> (N, 2) float32.
-
-    Each axis's largest loading is made positive, so the same data always give the same picture; an axis
-    without variance (N < 3 or D < 2) gives a column of zeros.
-    """
+    """Project (N, D) vectors on their first two principal axes -> (N, 2) float32, each largest loading positive."""
     _check_table(vectors, "vectors")
     x = vectors.detach().double().cpu()
     x = x - x.mean(dim=0, keepdim=True)  # (N, D)

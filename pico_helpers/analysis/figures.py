@@ -29,12 +29,8 @@ def plot_embedding_scatter(table: torch.Tensor, token_ids: Sequence[int], labels
                            highlight: Sequence[int] = (), title: str | None = None):
     """2-D PCA scatter of the chosen tokens' embedding vectors, each point annotated with its label.
 
-    Args:
-        table: (V, D) embedding table.
-        token_ids, labels: the N tokens to place (PCA is fitted on these N only) and N strings to draw.
-        ax: matplotlib Axes; a new figure if None.
-        highlight: ids drawn larger and in red (e.g. the query token).
-    Returns the Axes.
+    Args: table (V, D); token_ids, labels: N tokens (PCA fitted on these) and N strings; ax (new if None);
+        highlight: ids drawn larger and in red. Returns the Axes.
     """
     ids = [_check_id(table, int(i)) for i in token_ids]
     if len(labels) != len(ids):
@@ -54,15 +50,10 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
                          title: str | None = None, label_every: int | None = None):
     """PCA map of chosen tokens, coloured by their position in ``words`` and joined in that order.
 
-    An ordered list such as ``number_words(0, 100)`` shows whether the model learned the order (a smooth path)
-    or not (a tangle). A word of several tokens is shown by its first token, with a warning.
+    A smooth path over ``number_words(0, 100)`` means the model learned the order. Returns the Axes.
 
-    Args:
-        table: (V, D) embedding table of a model that uses the tokenizer ``enc``.
-        words: the strings to place, in order; ax: matplotlib Axes (a new figure if None).
-        connect: draw a thin line through the points in order.
-        label_every: label every n-th point and the last; default 1, 5 or 10 for up to 30, 60 or more words.
-    Returns the Axes.
+    Args: table (V, D) for tokenizer ``enc``; words, in order (a multi-token word uses its first token); ax;
+        connect: a line through the points; label_every: default 1, 5 or 10 for up to 30, 60 or more words.
     """
     if len(words) < 2:
         raise ValueError(f"give at least two words to compare, got {list(words)!r}")

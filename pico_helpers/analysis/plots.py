@@ -80,12 +80,8 @@ def _finish_axes(ax, title: str, ylabel: str = LOSS_LABEL):
 def plot_history(history, ax=None, title: str | None = None, smooth: int | None = None, color=None):
     """Draw one run: light per-step training loss, its running mean, and validation loss at its steps.
 
-    Args:
-        history: a History from train() (step_loss, val_points, model, data).
-        ax: matplotlib Axes to draw on; a new figure if None.
-        title: default "<run> on <data>".
-        smooth: running-mean window in steps; default about 2 % of the steps (at least 5).
-    Returns the Axes.
+    Args: history from train(); ax (new figure if None); title: default "<run> on <data>";
+        smooth: running-mean window in steps, default about 2 % of the steps (at least 5). Returns the Axes.
     """
     ax, losses = new_axes(ax), history.step_loss
     if losses:

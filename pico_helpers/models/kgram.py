@@ -13,25 +13,15 @@ __all__ = ["KGramMLPSeqModel"]
 class KGramMLPSeqModel(nn.Module):
     """An MLP that predicts the next token from a window of the last ``k`` tokens (question 2).
 
-    The window, oldest token first, goes through ``first`` -> SiLU -> ``num_inner_layers`` x (Linear -> SiLU)
-    -> ``head``. ``input_mode="one_hot"`` is the course's ``nn.Linear(k * vocab, embed)`` on k concatenated
-    one-hot vectors, computed without building them: ``W1 @ concat(onehot)`` is the sum of k columns of W1,
-    one gather. ``input_mode="embedding"`` concatenates k ``nn.Embedding`` vectors into ``Linear(k * embed, embed)``.
-
-    ``window="aligned"`` (correct): position t sees tokens t-k+1 .. t. ``window="starter"``: the course
-    starter's off-by-one, t-k .. t-1, which never sees token t; kept so 02_kgram_mlp.ipynb can measure the cost.
-    Before the start the window is left-padded with id 0 (GPT-2's "!"): every early position gets the same
-    id in the same slot, so the model learns "0 in the oldest slots" means "near the start".
+    ``input_mode="one_hot"`` is the course's ``nn.Linear(k * vocab, embed)`` on k concatenated one-hot vectors,
+    computed as a gather of k columns of W1; "embedding" concatenates k ``nn.Embedding`` vectors. The window is
+    left-padded with id 0 before the start, so "0 in the oldest slots" means "near the start".
 
     Args:
-        vocab_size: number of token ids.
-        k: window length (``--kgram_k``).
-        embed_size: hidden width (and embedding width in "embedding" mode).
+        vocab_size; k: window length (``--kgram_k``); embed_size: hidden (and embedding) width.
         num_inner_layers: (Linear(embed, embed) -> SiLU) blocks after the first layer.
-        chunk_size: time steps per slice of the inner layers (``--kgram_chunk_size``), a memory knob only;
-            ``None`` or <= 0 means all at once. The first layer always runs over all positions.
-        input_mode: "one_hot" or "embedding".
-        window: "aligned" or "starter".
+        chunk_size: time steps per slice of the inner layers, a memory knob only; None or <= 0: all at once.
+        window: "aligned" (position t sees t-k+1 .. t) or "starter" (the starter's off-by-one, t-k .. t-1).
     """
 
     block_size = None  # any length: each position only ever looks at its own window of k tokens

@@ -173,27 +173,16 @@ class Block(nn.Module):
 class TransformerModel(nn.Module):
     """A decoder-only, GPT-style Transformer with the course's sequence-first contract.
 
-    token embedding (+ positions) -> n_blocks x [causal self-attention, MLP], each with a residual and an
-    RMSNorm -> final RMSNorm (pre-norm only) -> ``head`` (Linear(D, V), no bias). Weights start normal(0, 0.02);
-    the two residual projections of each block at 0.02 / sqrt(2 * n_blocks), so the stream does not grow with depth.
+    Residual projections start at 0.02 / sqrt(2 * n_blocks), so the stream does not grow with depth. ``step``
+    crops an overflowing context to its last block_size tokens and recomputes the cache, so its logits always
+    equal ``model(context[-block_size:])[-1]``.
 
     Args:
-        vocab_size: number of token ids.
-        d_model: width of the residual stream.
-        n_heads: attention heads; must divide d_model.
-        n_blocks: number of Transformer blocks.
-        block_size: maximum context; ``forward`` refuses longer inputs, ``step`` crops to the last block_size.
-        positional: "learned" (nn.Embedding(block_size, D) added), "sinusoidal" (fixed table added), "rope"
-            (queries and keys rotated by position) or "none" (only the causal mask tells positions apart).
+        vocab_size, d_model, n_heads (must divide d_model), n_blocks, mlp_ratio (MLP width / d_model), dropout.
+        block_size: maximum context; ``forward`` refuses longer inputs.
+        positional: "learned", "sinusoidal", "rope" or "none" (only the causal mask tells positions apart).
         norm: "pre" (x + f(norm(x)), GPT-2) or "post" (norm(x + f(x)), the 2017 Transformer, no final norm).
         tie_weights: share one (V, D) matrix between the token embedding and the head.
-        mlp_ratio: hidden width of the MLP in multiples of d_model.
-        dropout: on attention weights, residual branches and the embeddings (0 = off).
-
-    KV cache: ``forward`` with a cache (``new_cache``) runs only the new positions after the cached ones;
-    decoding one token is forward with T = 1. Positions are absolute within the window: when ``step`` would
-    overflow it, the context is cropped to its last block_size tokens and the cache recomputed, so ``step``'s
-    logits always equal ``model(context[-block_size:])[-1]``.
     """
 
     def __init__(self, vocab_size: int = 50257, d_model: int = 256, n_heads: int = 4, n_blocks: int = 4,

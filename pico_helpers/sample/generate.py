@@ -17,16 +17,9 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
     """Generate ``max_new_tokens`` ids after ``prompt_ids`` (batch of one); returns only the new ids.
 
     Args:
-        model: any model with the course contract (see pico_helpers/models/__init__.py). One in a corpus vocabulary
-            (``model.vocab``) reads ``vocab.to_model`` ids and samples from ``vocab.full_logits``: ids are GPT-2's.
-        prompt_ids: at least one token id.
-        top_p: None -> greedy (argmax); otherwise nucleus sampling with this p.
-        temperature: applied before the top-p cut (ignored by greedy).
-        seed: seeds the sampler's own torch.Generator (the global RNG is untouched).
-        use_cache: True feeds the prompt to ``model.step`` once, then one new id at a time (the KV cache, the
-            LSTM's state, the K-gram window). False re-runs the whole context for every new token, with the
-            head on the last position only. Past ``model.block_size`` both crop the context to its last
-            block_size tokens, so both give the same tokens.
+        model: the course contract; ids are GPT-2's even for a corpus-vocabulary model. prompt_ids: >= 1 id.
+        top_p: None -> greedy; otherwise nucleus sampling. temperature: before the top-p cut. seed: own Generator.
+        use_cache: True feeds ``model.step`` one new id at a time; False re-runs the whole context (same tokens).
     """
     if not len(prompt_ids):
         raise ValueError("the prompt is empty: give at least one token (for example 'Once upon a')")

@@ -1,13 +1,8 @@
 """Nucleus (top-p) sampling: sort the probabilities, cut where their cumulative sum reaches p, renormalise, draw.
 
-The nucleus is every token with probability >= t, where t is the probability of the token at which the
-descending cumulative sum first reaches p: the smallest most-probable set, plus all ties of its last token,
-so the answer does not depend on how ties are sorted. A sum within ``REACH_TOL`` of p counts as reaching it
-(p=0.8 over 0.5, 0.3, 0.2 keeps two tokens whatever float32 rounding did). p = 1.0 keeps everything; p -> 0
-keeps only the most probable token(s): greedy. A confident model's nucleus is a few dozen tokens, so the
-``TOP_K`` largest come first (``torch.topk``); only if the cut is not inside them is the whole vocabulary sorted.
-
-Used in 05_sampling.ipynb and by generate.py.
+The nucleus is the smallest most-probable set reaching p (within ``REACH_TOL``), plus all ties of its last
+token, so ties never depend on sort order. The ``TOP_K`` largest are tried first; only if the cut is not
+inside them is the whole vocabulary sorted. Used in 05_sampling.ipynb and by generate.py.
 """
 from __future__ import annotations
 
@@ -74,11 +69,8 @@ def _nucleus(probs: torch.Tensor, p: float):
 def nucleus_probs(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.0) -> torch.Tensor:
     """The distribution nucleus sampling draws from: softmax(logits / temperature) cut to the nucleus.
 
-    Args:
-        logits: (V,) or (B, V) scores for one or a batch of positions (any float dtype, any device).
-        p: probability mass of the nucleus, in (0, 1] (ties and rounding: the module docstring).
-        temperature: > 0, divides the logits before the softmax and the cut.
-    Returns float32 probabilities shaped like ``logits``, renormalised inside the nucleus, exactly 0 outside.
+    Args: logits (V,) or (B, V); p: nucleus mass in (0, 1]; temperature: > 0, divides the logits first.
+    Returns float32 probabilities shaped like ``logits``, exactly 0 outside the nucleus.
     """
     probs = _softmax(logits, p, temperature)  # (B, V)
     if p < 1.0:
@@ -91,12 +83,8 @@ def nucleus_sampling(logits: torch.Tensor, p: float = 0.95, temperature: float =
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one token id per row from ``nucleus_probs(logits, p, temperature)``.
 
-    Args:
-        logits: (V,) or (B, V) scores.
-        p: nucleus mass in (0, 1]; 1.0 samples the full distribution, a tiny p is greedy.
-        temperature: > 0, applied to the logits before the top-p cut.
-        generator: a seeded torch.Generator (the global RNG if None); the draw runs on its device.
-    Returns a LongTensor of ids: shape () for (V,) logits, (B,) for (B, V).
+    Args: logits (V,) or (B, V); p in (0, 1]; temperature > 0; generator: seeded (global RNG if None).
+    Returns ids of shape () for (V,) logits, (B,) for (B, V).
     """
     probs = _softmax(logits, p, temperature)  # (B, V)
     device = generator.device if generator is not None else probs.device

@@ -231,18 +231,12 @@ def _write_figures(files_dir: Path, figures: dict, ours: dict, warnings: list[st
 def export_answers(executed_dir, target, source_dir=ROOT / "notebooks", force: bool = False) -> str:
     """Write ``target`` (answers.md) and ``answers_files/`` beside it; return a report to print.
 
-    Answer TEXT comes from the source notebooks (edit an answer without re-running); the OUTPUTS of the code
-    cells above each answer come from the executed copies, matched by cell id. The export deletes only figures
-    it wrote itself (answers_files/.manifest.json) and refuses, unless ``force``, to strip outputs the previous
-    answers.md showed or to overwrite a file it did not write. Used by `make workbook` and
-    `python -m pico_helpers export`.
+    Answer text comes from the source notebooks, outputs from the executed copies (matched by cell id).
 
     Args:
-        executed_dir: folder of executed notebooks (build/quick or build/full), same names as the sources.
-        target: the markdown file to write (build/answers.md for quick runs, answers.md for full runs).
-        source_dir: folder of the source notebooks NN_name.ipynb.
+        executed_dir: executed notebooks (build/quick or build/full). target: the markdown file to write.
+        source_dir: the source notebooks NN_name.ipynb.
         force: export even if answers lose their outputs or a file the export did not write is overwritten.
-    Returns a multi-line report: what was written; missing, unanswered and evidence-less answers; warnings.
     """
     executed_dir, target, source_dir = Path(executed_dir), Path(target), Path(source_dir)
     if not source_dir.is_dir():
