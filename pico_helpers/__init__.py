@@ -1,7 +1,6 @@
 """pico-llm workbook helpers, one subpackage per job: data, models, train, sample, analysis, workbook.
 
-Every notebook imports what it needs from here, e.g. ``from pico_helpers import TrainConfig, train``.
-Importing has no side effects: nothing is seeded, downloaded or configured until you call it.
+Every notebook imports from here, e.g. ``from pico_helpers import TrainConfig, train``; importing has no side effects.
 """
 from pico_helpers.analysis import (LiveLossPlot, annotate_tokens, attention_maps, attention_viewer,
                                    describe_neighbours, embedding_inspector, embedding_table, kmeans,

@@ -1,7 +1,6 @@
 """The runs that several notebooks share, defined once: ``preset("compare_tinystories", quick)``.
 
-A notebook that trains a preset's run and a later notebook that uses it get the same config, so the
-second one loads the finished run instead of retraining it. Used in 01, 03, 04, 05 and 06.
+A later notebook gets the same config, so it loads the finished run instead of retraining. Used in 01, 03-06.
 """
 from __future__ import annotations
 
@@ -70,10 +69,8 @@ PRESETS = {"lstm_3seqs": _lstm_3seqs, "lstm_tinystories": _lstm_tinystories,
 def preset(name: str, quick: bool | None = None) -> TrainConfig:
     """The config of a shared run.
 
-    Args:
-        name: one of PRESETS. The LSTM presets are also their runs' names (``train(..., name=name)``);
-            "compare_tinystories" is trained once per model, named after the model (COMPARE_MODELS).
-        quick: small sizes for smoke runs and CI; None reads the quick switch (``quick_mode()``).
+    Args: name: one of PRESETS (the LSTM presets are also run names; "compare_tinystories" runs per COMPARE_MODELS);
+        quick: small sizes for smoke runs; None reads ``quick_mode()``.
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")

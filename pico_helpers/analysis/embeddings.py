@@ -125,9 +125,7 @@ def _parse_query(enc, table: torch.Tensor, query: str) -> tuple[int, str]:
 def describe_neighbours(table: torch.Tensor, enc, query: str, k: int = 8) -> dict:
     """The embedding inspector's answer as a dict: token_id, note, ids, scores, tokens and a text table.
 
-    Args:
-        table: (V, D) embedding table; enc: the model's tokenizer; k: number of neighbours.
-        query: a word (its first token is used) or a token id written as digits, e.g. "262".
+    Args: table (V, D); enc; k; query: a word (its first token is used) or a token id as digits, e.g. "262".
     """
     token_id, note = _parse_query(enc, table, query)
     ids, scores = nearest_neighbours(table, token_id, k)

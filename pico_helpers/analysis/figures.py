@@ -87,10 +87,7 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
 def plot_attention(attn: torch.Tensor, tokens: Sequence[str], layer: int, head: int, ax=None):
     """Heatmap of one head's attention: query tokens down the rows, key tokens along the columns.
 
-    Args:
-        attn: (n_layers, n_heads, T, T) from attention_maps; tokens: the T token strings.
-        layer, head: which map to draw (0-based); ax: matplotlib Axes (a new figure if None).
-    Returns the Axes, titled "layer L, head H".
+    Args: attn (n_layers, n_heads, T, T) from attention_maps; tokens: T strings; layer, head: 0-based; ax.
     """
     T = len(tokens)
     if attn.dim() != 4 or attn.shape[-2:] != (T, T):

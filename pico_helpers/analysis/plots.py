@@ -102,9 +102,7 @@ def plot_history(history, ax=None, title: str | None = None, smooth: int | None 
 def plot_histories(histories: dict, title: str, ax=None, what: str = "val"):
     """Compare runs on one Axes: their validation loss (``what="val"``) or smoothed training loss (``"train"``).
 
-    Args:
-        histories: label -> History.
-        title: the plot's title (name the models and the data).
+    Args: histories: label -> History; title: name the models and the data.
     """
     if what not in ("val", "train"):
         raise ValueError(f"what must be 'val' or 'train', got {what!r}")
@@ -128,12 +126,7 @@ def loss_figure(history, title: str | None = None):
 
 
 class LiveLossPlot:
-    """A loss figure shown once in a Jupyter cell and then redrawn in place (no pile of figures).
-
-    Args:
-        live: draw at all; default only inside Jupyter.
-        title: passed to plot_history.
-    """
+    """A loss figure shown once in a Jupyter cell, then redrawn in place; ``live`` defaults to inside Jupyter."""
 
     def __init__(self, live: bool | None = None, title: str | None = None):
         self.live, self.title, self._handle = in_notebook() if live is None else live, title, None

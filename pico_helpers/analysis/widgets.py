@@ -113,10 +113,8 @@ class EmbeddingInspector(_View):
 def embedding_inspector(models: dict, enc, default_word: str = " the", k: int = 8):
     """An ipywidgets panel: nearest neighbours of a word in a chosen model, and a token-structure map.
 
-    Args:
-        models: {name: model} with the course contract; enc: their shared tokenizer.
-        default_word: the first query (a word, or a token id as digits); k: initial number of neighbours.
-    Returns the widget; ``widget.view`` is its EmbeddingInspector (callbacks, ``last_text``, ``last_figure``).
+    Args: models {name: model}; enc: their tokenizer; default_word: the first query; k: initial neighbours.
+    Returns the widget; ``widget.view`` is its EmbeddingInspector.
     """
     return EmbeddingInspector(models, enc, default_word, k).widget
 
@@ -172,7 +170,6 @@ class AttentionViewer(_View):
 def attention_viewer(model, enc, prompt: str):
     """An ipywidgets panel with layer and head sliders showing plot_attention for ``prompt``.
 
-    Args: model (accepting ``return_attention=True``), its tokenizer ``enc``, the first ``prompt``.
-    Returns the widget; ``widget.view`` is its AttentionViewer (``show`` callback, ``last_figure``).
+    Args: model (accepting ``return_attention=True``), enc, prompt. ``widget.view`` is its AttentionViewer.
     """
     return AttentionViewer(model, enc, prompt).widget

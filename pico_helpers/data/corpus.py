@@ -1,7 +1,4 @@
-"""One run's data: held-out splits, the starter's seeded mixture, length-bucketed padded batches, ``load_corpus``.
-
-Used in every notebook; introduced in 01_embeddings.ipynb.
-"""
+"""One run's data: held-out splits, the starter's seeded mixture, length-bucketed padded batches (01_embeddings on)."""
 from __future__ import annotations
 
 import functools
@@ -165,10 +162,7 @@ def _examples(seqs: list, block_size: int, long_examples: str) -> list:
 def load_corpus(config, enc=None) -> Corpus:
     """Tokenize what ``config`` asks for (once per process), split it and mix it as the starter does.
 
-    Args:
-        config: a TrainConfig (input_files, tinystories_weight, tinystories_path, tinystories_stories,
-            block_size, long_examples, test_fraction, seed, vocab, bucket_by_length, batch_size).
-        enc: tokenizer; default GPT-2's.
+    Args: config: a TrainConfig (its data fields, block_size, seed, vocab, batch_size); enc: default GPT-2's.
     """
     from pico_helpers.data.tokenizer import get_tokenizer
     from pico_helpers.data.vocab import CorpusVocab

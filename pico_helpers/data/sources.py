@@ -1,7 +1,4 @@
-"""Where text comes from: the seeded 3seqs generator, local text files, TinyStories (a local file or the hub).
-
-Each loader returns GPT-2 token ids, one list per example. Used in every notebook; introduced in 01_embeddings.ipynb.
-"""
+"""Where text comes from, as GPT-2 ids per example: the 3seqs generator, local files, TinyStories (01_embeddings on)."""
 from __future__ import annotations
 
 import itertools
@@ -22,11 +19,7 @@ EOT_TEXT = "<|endoftext|>"
 # --- 3seqs: a seeded generator of integer sequences ---
 
 def generate_3seqs(n_lines: int = 10000, seed: int = 3) -> str:
-    """Return the text of a 3seqs-style corpus: one sequence of space-separated integers per line.
-
-    Kinds (about 60/15/10/10/5 %): counting runs (some starting below zero), Fibonacci-like runs,
-    powers of two, squares, all-zero runs; 12 to 40 numbers per line. Same seed -> same bytes.
-    """
+    """A 3seqs-style corpus, lines of 12-40 integers: counting, Fibonacci-like, 2^n, n^2, zeros (60/15/10/10/5 %)."""
     rng = random.Random(seed)
     lines = []
     for _ in range(n_lines):

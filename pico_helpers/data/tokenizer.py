@@ -1,7 +1,4 @@
-"""GPT-2's tokenizer (50,257 tokens), online through tiktoken or offline from a verified rank file.
-
-Used in every notebook; introduced in 01_embeddings.ipynb.
-"""
+"""GPT-2's tokenizer (50,257 tokens), online through tiktoken or offline from a verified rank file."""
 from __future__ import annotations
 
 import functools
@@ -30,10 +27,7 @@ PROVISION_COMMAND = f"{sys.executable} -m pico_helpers.data.tokenizer --provisio
 
 
 def rank_file_path() -> Path | None:
-    """Return the first verified local GPT-2 rank file, or None.
-
-    Looks at $PICO_GPT2_TIKTOKEN, then pico_helpers/assets/gpt2.tiktoken, then ~/.cache/pico-llm/.
-    """
+    """The first verified GPT-2 rank file of $PICO_GPT2_TIKTOKEN, pico_helpers/assets/, ~/.cache/pico-llm/; or None."""
     env = os.environ.get("PICO_GPT2_TIKTOKEN")
     candidates = [Path(env).expanduser()] if env else []
     candidates += [_PACKAGE_ASSET, Path.home() / ".cache" / "pico-llm" / "gpt2.tiktoken"]
@@ -55,11 +49,7 @@ def _encoding_from_rank_file(path: Path):
 
 @functools.lru_cache(maxsize=None)
 def get_tokenizer():
-    """Return GPT-2's tiktoken encoding, built once per process.
-
-    Prefers a verified local rank file (no network needed); otherwise asks tiktoken, which downloads
-    and caches its files. If neither works, raises RuntimeError naming the provisioning command.
-    """
+    """GPT-2's tiktoken encoding, built once: from a verified local rank file, else through tiktoken's download."""
     local = rank_file_path()
     if local is not None:
         return _encoding_from_rank_file(local)
@@ -75,10 +65,7 @@ def get_tokenizer():
 
 
 def provision_rank_file(dest: Path = _PACKAGE_ASSET, quiet: bool = False) -> Path:
-    """Fetch GPT-2's rank file from openai-whisper's sdist on PyPI, verify its sha256, save it; returns its path.
-
-    Only that one file is extracted; whisper is not installed.
-    """
+    """Extract GPT-2's rank file from openai-whisper's sdist on PyPI (not installed), verify, save; its path."""
     dest, say = Path(dest), (lambda msg: None) if quiet else print
     if dest.is_file() and _sha256(dest) == RANK_FILE_SHA256:
         say(f"tokenizer: {dest} already present and verified")

@@ -1,16 +1,10 @@
 """The three language models and ``build_model``: K-gram MLP (kgram.py), LSTM (lstm.py), Transformer (transformer.py).
 
 Every model follows one contract (used by training, generation, evaluation and inspection alike):
-- ``model(idx)``: ``idx`` (seq_len, batch) token ids -> logits (seq_len, batch, vocab); logits at t
-  predict token t+1.
-- ``model.hidden(idx)`` -> (seq_len, batch, d) and ``model.head`` (an ``nn.Linear`` to the vocabulary),
-  with ``model(idx) == model.head(model.hidden(idx))``; the training loss uses the pair so it never
-  has to hold all the logits at once.
-- ``model.step(idx_new, state)`` -> (logits for the last new position (batch, vocab), new state):
-  incremental generation; ``state=None`` starts from scratch.
-- ``model.embedding_table()`` -> (vocab, d) one vector per token, for inspection.
-
-Used in 01_embeddings.ipynb, 02_kgram_mlp.ipynb and 03_lstm.ipynb.
+- ``model(idx)``: (seq_len, batch) token ids -> (seq_len, batch, vocab) logits; logits at t predict token t+1.
+- ``model.hidden(idx)`` -> (seq_len, batch, d) and ``model.head`` (``nn.Linear``), ``model(idx) == head(hidden(idx))``.
+- ``model.step(idx_new, state)`` -> ((batch, vocab) last logits, new state); ``state=None`` starts afresh.
+- ``model.embedding_table()`` -> (vocab, d). Used in 01_embeddings.ipynb, 02_kgram_mlp.ipynb and 03_lstm.ipynb.
 """
 from __future__ import annotations
 
@@ -27,8 +21,7 @@ __all__ = ["KGramMLPSeqModel", "LSTMSeqModel", "RMSNorm", "TransformerModel", "b
 def build_model(name: str, config, vocab_size: int, vocab=None) -> torch.nn.Module:
     """Build one of MODEL_NAMES from ``config`` (seeded by ``config.seed``) with ``vocab_size`` outputs.
 
-    ``vocab``: the corpus vocabulary its ids are in (``corpus.vocab``), kept as ``model.vocab`` so generation and
-    inspection speak GPT-2 ids (train() sets it from the corpus too); None: the ids are GPT-2's.
+    ``vocab``: ``corpus.vocab`` (kept as ``model.vocab``, so generation speaks GPT-2 ids) or None for GPT-2 ids.
     """
     torch.manual_seed(config.seed)
     if name == "lstm_seq":

@@ -94,11 +94,7 @@ class KGramMLPSeqModel(nn.Module):
         return self.head(h[-1]), context[-self.k:]
 
     def embedding_table(self) -> torch.Tensor:
-        """(vocab, embed_size) one vector per token.
-
-        "embedding" mode: the embedding weight. "one_hot" mode: the columns of W1 that read the most recent
-        slot of the window, i.e. what the first layer adds for that token there.
-        """
+        """(vocab, embed_size): the embedding weight, or ("one_hot") the W1 columns reading the newest slot."""
         if self.input_mode == "embedding":
             return self.embedding.weight
         return self.first.weight.view(self.embed_size, self.k, self.vocab_size)[:, -1, :].t()

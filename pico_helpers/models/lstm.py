@@ -13,10 +13,7 @@ __all__ = ["LSTMSeqModel"]
 class LSTMSeqModel(nn.Module):
     """The starter's LSTM: embedding -> one-layer LSTM -> linear to the vocabulary.
 
-    Args:
-        vocab_size: number of token ids (50,257 for GPT-2, fewer in a corpus vocabulary).
-        embed_size: embedding width.
-        hidden_size: LSTM state width.
+    Args: vocab_size (50,257 for GPT-2, fewer in a corpus vocabulary), embed_size, hidden_size (LSTM state).
     """
 
     block_size = None  # no context limit: the recurrent state carries everything seen so far

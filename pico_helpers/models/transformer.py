@@ -1,7 +1,6 @@
-"""The decoder-only Transformer (question 4): RMSNorm, causal multi-head attention, positional variants, KV cache.
+"""The decoder-only Transformer (question 4): RMSNorm, causal attention, positional variants, KV cache.
 
-The model contract of models/__init__.py outside; inside, tensors are batch-first (B, T, D), as the attention
-kernels want. Used in 04_transformer.ipynb and 06_experiments.ipynb.
+Inside, tensors are batch-first (B, T, D), as the attention kernels want. Used in 04_transformer and 06_experiments.
 """
 from __future__ import annotations
 
@@ -72,9 +71,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class KVCache:
     """Keys and values of every block for the positions seen so far (``TransformerModel.new_cache``).
 
-    keys, values: per block, (B, H, block_size, d_head) buffers allocated once; positions 0 .. pos-1 are filled
-    (new ones are written in place). ids: (block_size, B) their token ids, for ``step`` to recompute the cache.
-    pos: the number of filled positions, where the next token goes.
+    keys, values: per block, (B, H, block_size, d_head) buffers, filled up to ``pos``; ids: (block_size, B).
     """
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -113,9 +110,8 @@ class CausalSelfAttention(nn.Module):
                 return_attention: bool = False):
         """x (B, T, D) -> (out (B, T, D), attention weights (B, H, T, n_keys) or None).
 
-        cos, sin: (T, d_head/2) rotary tables of the T positions (rope only). cache, layer: the T positions
-        follow the ``cache.pos`` cached ones; their keys and values go into block ``layer``'s buffers, and
-        the queries attend to all pos + T keys. return_attention: compute the weights explicitly.
+        cos, sin: (T, d_head/2) rotary tables (rope only). cache, layer: the T positions follow ``cache.pos``
+        cached ones, written into block ``layer``'s buffers. return_attention: compute the weights explicitly.
         """
         B, T, D = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, d): q, k, v, split into heads
@@ -271,8 +267,7 @@ class TransformerModel(nn.Module):
     def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """(T, B) ids -> (T, B, d_model) final hidden states; ``head`` makes them logits.
 
-        With a ``cache`` (``new_cache``) the T positions follow the cached ones, their keys and values are
-        written into it and ``cache.pos`` advances by T.
+        With a ``cache`` the T positions follow the cached ones and ``cache.pos`` advances by T.
         """
         return self._run(idx, cache, return_attention=False)[0].transpose(0, 1)  # (T, B, D)
 
@@ -288,8 +283,7 @@ class TransformerModel(nn.Module):
     def step(self, idx_new: torch.Tensor, state: KVCache | None = None):
         """Feed (T_new, B) new ids after ``state``; return the last position's logits (B, vocab) and the cache.
 
-        ``hidden`` with a cache, the head on the last position only; ``state=None`` starts a new cache. The
-        cache is updated in place: to continue two ways from one state, ``copy()`` it first.
+        ``state=None`` starts a new cache; it is updated in place (``copy()`` it to continue two ways).
         """
         if state is None or state.pos + idx_new.size(0) > self.block_size:
             context = idx_new if state is None else torch.cat([state.tokens, idx_new])  # (T, B)

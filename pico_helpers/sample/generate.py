@@ -58,9 +58,8 @@ def generate_text(model, enc, prompt: str, max_new_tokens: int = 20, top_p: floa
                   temperature: float = 1.0, seed: int = 0, monosemantic: bool = False) -> tuple[str, str]:
     """Continue ``prompt``; return (text, annotated_text) as the starter does.
 
-    ``annotated_text`` marks each new token with its nearest neighbours in the model's embedding table
-    (``token[NN=[...]]``) when ``monosemantic`` is true, else equals ``text``.
-    Args as in ``generate_tokens``; ``enc`` is GPT-2's tokenizer (``corpus.enc``), whatever the model's vocabulary.
+    ``annotated_text`` marks new tokens with their embedding neighbours if ``monosemantic``, else equals ``text``.
+    Args as in ``generate_tokens``; ``enc``: GPT-2's tokenizer (``corpus.enc``).
     """
     prompt_ids = enc.encode_ordinary(prompt)
     new_ids = generate_tokens(model, prompt_ids, max_new_tokens, top_p, temperature, seed)

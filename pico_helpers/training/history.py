@@ -19,9 +19,8 @@ __all__ = ["History"]
 class History:
     """One run's record, and its position: ``epoch`` and ``step_in_epoch`` say where it resumes.
 
-    Steps count optimizer updates from 1; losses are nats per real target token. ``val_points`` holds
-    (step, validation loss) every ``eval_every`` steps on a fixed sample of the held-out set, and at each epoch
-    end on all of it (those values are also ``epoch_val_loss``).
+    Losses are nats per real target token; ``val_points``: (step, validation loss) every ``eval_every`` steps
+    (a fixed sample) and at each epoch end (all of it, also ``epoch_val_loss``).
     """
 
     model: str = "model"  # the run's name

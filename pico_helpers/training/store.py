@@ -21,11 +21,7 @@ CHECKPOINT_KEYS = ("model", "optimizer", "config", "history")
 
 
 def atomic_write(path: str | Path, write) -> None:
-    """Write ``path`` through ``write(binary_file)`` so that it holds either the old content or all of the new.
-
-    The data goes to a unique temporary file in the same folder, is flushed and fsync'ed, and only then replaces
-    ``path`` (``os.replace``); an interrupted write leaves the old file and no temporary behind.
-    """
+    """Write ``path`` through ``write(binary_file)`` via an fsync'ed temporary: old content or all of the new."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -65,11 +65,8 @@ SAMPLE_DECODINGS = (("greedy", None), ("top-p 0.95", 0.95), ("top-p 1.0", 1.0)) 
 def sample_table(model, enc, prompt: str, max_new_tokens: int = 20, count: bool = False, seed: int = 0) -> str:
     """The starter's three continuations of ``prompt`` as a markdown table: greedy, top-p 0.95 and top-p 1.0.
 
-    Args:
-        model, enc: a model with the course contract and its tokenizer.
-        prompt: the text to continue; max_new_tokens: tokens generated after it; seed: for the top-p samples.
-        count: add a column of continues_count, for counting prompts such as "0 1 2 3 4".
-    Used in 01_embeddings.ipynb (Q1.1, Q1.2).
+    Args: model, enc; prompt; max_new_tokens; seed: for the top-p samples;
+        count: add a column of continues_count, for prompts such as "0 1 2 3 4". Used in 01_embeddings.ipynb.
     """
     rows = []
     for label, top_p in SAMPLE_DECODINGS:
@@ -83,12 +80,8 @@ def sample_table(model, enc, prompt: str, max_new_tokens: int = 20, count: bool 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, device=None) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` timed calls, after ``warmup`` untimed ones.
 
-    Args:
-        fn: the work to time, called with no arguments.
-        repeats: timed calls (at least 1); the median ignores a call slowed by something else.
-        warmup: untimed calls first (allocations, caches, lazy initialisation).
-        device: on CUDA each call is bracketed by torch.cuda.synchronize(), to time the kernels, not the launch.
-    Used in 01_embeddings.ipynb to 04_transformer.ipynb.
+    Args: fn: called with no arguments; repeats: >= 1; warmup: untimed calls first;
+        device: on CUDA each call is bracketed by torch.cuda.synchronize(). Used in 01_embeddings to 04_transformer.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")

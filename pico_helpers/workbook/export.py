@@ -4,11 +4,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import time
 from pathlib import Path
 
+from pico_helpers.training.store import atomic_write
 from pico_helpers.workbook.notebook_answers import (ANSWER_ID, EXPECTED_ANSWERS, ROOT, Answer, Notebook, cell_key,
                                                     clean_stream_text, find_answers, load_notebooks, repo_path)
 
@@ -203,13 +203,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` in one step (a crash leaves the old file or the new one, never half of one)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # gone after the replace; removed if the write failed
+    atomic_write(path, lambda f: f.write(data))  # a crash leaves the old file or the new one, never half of one
 
 
 def _write_figures(files_dir: Path, figures: dict, ours: dict, warnings: list[str]) -> tuple[int, int]:

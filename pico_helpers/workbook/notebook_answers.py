@@ -84,10 +84,7 @@ def _parse_heading(line: str):
 def find_answers(nb, stem: str, warnings: list[str] | None = None) -> list[Answer]:
     """The answer cells of a notebook in order, each with the code cells above it as its evidence.
 
-    Args:
-        nb: an nbformat notebook (the SOURCE notebook: answer text comes from it).
-        stem: the notebook's file name without .ipynb, used in messages and file names.
-        warnings: list that collects messages about headings the export could not use.
+    Args: nb: the SOURCE nbformat notebook; stem: its file name without .ipynb; warnings: collects messages.
     """
     warnings = [] if warnings is None else warnings
     answers, pending = [], []

@@ -1,7 +1,6 @@
 """`make workbook`: execute every notebook headless into build/ and export the answers.
 
-Quick mode (PICO_QUICK=1, the default without a GPU) writes build/answers.md and never touches the
-committed answers.md; a full run (--quick 0) writes answers.md and answers_files/, the submission.
+Quick mode (the default without a GPU) writes build/answers.md; a full run (--quick 0) writes answers.md.
 """
 from __future__ import annotations
 
