@@ -1,7 +1,5 @@
 """The runs that several notebooks share, defined once: ``preset("compare_tinystories", quick)``.
-
-A later notebook gets the same config, so it loads the finished run instead of retraining. Used in 01, 03-06.
-"""
+A later notebook gets the same config, so it loads the finished run instead of retraining. Used in 01, 03-06."""
 from __future__ import annotations
 
 import os
@@ -70,8 +68,7 @@ def preset(name: str, quick: bool | None = None) -> TrainConfig:
     """The config of a shared run.
 
     Args: name: one of PRESETS (the LSTM presets are also run names; "compare_tinystories" runs per COMPARE_MODELS);
-        quick: small sizes for smoke runs; None reads ``quick_mode()``.
-    """
+        quick: small sizes for smoke runs; None reads ``quick_mode()``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     quick = quick_mode() if quick is None else quick

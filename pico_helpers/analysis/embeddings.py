@@ -51,9 +51,7 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 def embedding_table(model) -> torch.Tensor:
     """``model.embedding_table()`` (vocab, dim) as detached float32; a corpus-vocab model gets one row per GPT-2 id.
-
-    Ids the model does not model get a zero row (cosine 0 with everything).
-    """
+    Ids the model does not model get a zero row (cosine 0 with everything)."""
     table = model.embedding_table()
     _check_table(table)
     vocab = getattr(model, "vocab", None)
@@ -66,9 +64,7 @@ def embedding_table(model) -> torch.Tensor:
 def nearest_to_vector(table: torch.Tensor, vector: torch.Tensor, k: int = 10,
                       exclude: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids (k,), cosine scores (k,)) of the k tokens most similar to ``vector``, best first, ties by ascending id.
-
-    Args: table (V, D); vector (D,), e.g. ``table[a] - table[b] + table[c]``; k; exclude: ids never returned.
-    """
+    Args: table (V, D); vector (D,), e.g. ``table[a] - table[b] + table[c]``; k; exclude: ids never returned."""
     _check_table(table)
     if not isinstance(vector, torch.Tensor) or vector.shape != (table.shape[1],):
         shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
@@ -84,18 +80,14 @@ def nearest_to_vector(table: torch.Tensor, vector: torch.Tensor, k: int = 10,
 def nearest_neighbours(table: torch.Tensor, token_id: int, k: int = 10,
                        exclude_self: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids (k,), cosine scores (k,)) of the k tokens closest to ``token_id``, as nearest_to_vector.
-
-    Args: table (V, D); token_id in 0..V-1; k; exclude_self: leave the token itself out.
-    """
+    Args: table (V, D); token_id in 0..V-1; k; exclude_self: leave the token itself out."""
     token_id = _check_id(table, token_id)
     return nearest_to_vector(table, table[token_id], k, exclude=(token_id,) if exclude_self else ())
 
 
 def annotate_tokens(token_ids: Sequence[int], table: torch.Tensor, decode: Callable[[int], str], k: int = 3) -> str:
     """The starter's "monosemantic" view: each token as ``token[NN=['a','b','c']]`` (neighbours as repr), joined.
-
-    Args: token_ids; table (V, D); decode: id -> string, e.g. ``lambda i: enc.decode([i])``; k: neighbours per token.
-    """
+    Args: token_ids; table (V, D); decode: id -> string, e.g. ``lambda i: enc.decode([i])``; k: neighbours per token."""
     neighbours = [(int(t), nearest_neighbours(table, int(t), k)[0].tolist()) for t in token_ids]
     return "".join(f"{decode(t)}[NN=[{','.join(repr(decode(j)) for j in nn)}]]" for t, nn in neighbours)
 
@@ -124,9 +116,7 @@ def _parse_query(enc, table: torch.Tensor, query: str) -> tuple[int, str]:
 
 def describe_neighbours(table: torch.Tensor, enc, query: str, k: int = 8) -> dict:
     """The embedding inspector's answer as a dict: token_id, note, ids, scores, tokens and a text table.
-
-    Args: table (V, D); enc; k; query: a word (its first token is used) or a token id as digits, e.g. "262".
-    """
+    Args: table (V, D); enc; k; query: a word (its first token is used) or a token id as digits, e.g. "262"."""
     token_id, note = _parse_query(enc, table, query)
     ids, scores = nearest_neighbours(table, token_id, k)
     tokens = [_token(enc, i) for i in ids.tolist()]
@@ -177,8 +167,7 @@ def kmeans(vectors: torch.Tensor, n_clusters: int, iters: int = 50, seed: int = 
 
     Args:
         vectors: (N, D) points. n_clusters: C in 1..N. iters: maximum Lloyd iterations.
-        seed: seeds the k-means++ draws (the global RNG is untouched). metric: "euclidean" or "cosine" (spherical).
-    """
+        seed: seeds the k-means++ draws (the global RNG is untouched). metric: "euclidean" or "cosine" (spherical)."""
     _check_table(vectors, "vectors")
     n = vectors.shape[0]
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or not 1 <= n_clusters <= n:

@@ -30,8 +30,7 @@ def plot_embedding_scatter(table: torch.Tensor, token_ids: Sequence[int], labels
     """2-D PCA scatter of the chosen tokens' embedding vectors, each point annotated with its label.
 
     Args: table (V, D); token_ids, labels: N tokens (PCA fitted on these) and N strings; ax (new if None);
-        highlight: ids drawn larger and in red. Returns the Axes.
-    """
+        highlight: ids drawn larger and in red. Returns the Axes."""
     ids = [_check_id(table, int(i)) for i in token_ids]
     if len(labels) != len(ids):
         raise ValueError(f"got {len(ids)} token ids but {len(labels)} labels; give one label per token")
@@ -53,8 +52,7 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
     A smooth path over ``number_words(0, 100)`` means the model learned the order. Returns the Axes.
 
     Args: table (V, D) for tokenizer ``enc``; words, in order (a multi-token word uses its first token); ax;
-        connect: a line through the points; label_every: default 1, 5 or 10 for up to 30, 60 or more words.
-    """
+        connect: a line through the points; label_every: default 1, 5 or 10 for up to 30, 60 or more words."""
     if len(words) < 2:
         raise ValueError(f"give at least two words to compare, got {list(words)!r}")
     ids, split = [], []
@@ -86,9 +84,7 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
 
 def plot_attention(attn: torch.Tensor, tokens: Sequence[str], layer: int, head: int, ax=None):
     """Heatmap of one head's attention: query tokens down the rows, key tokens along the columns.
-
-    Args: attn (n_layers, n_heads, T, T) from attention_maps; tokens: T strings; layer, head: 0-based; ax.
-    """
+    Args: attn (n_layers, n_heads, T, T) from attention_maps; tokens: T strings; layer, head: 0-based; ax."""
     T = len(tokens)
     if attn.dim() != 4 or attn.shape[-2:] != (T, T):
         raise ValueError(f"attn must be (n_layers, n_heads, T, T) with T = len(tokens) = {T}, got {tuple(attn.shape)}")

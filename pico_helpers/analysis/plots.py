@@ -1,7 +1,5 @@
 """Loss plots of a run's History: per-step training loss (light, smoothed) with validation loss, live in Jupyter.
-
-Used by train() (its LossPlot callback) in every notebook and by pico.py, which saves the figure as loss.png.
-"""
+Used by train() (its LossPlot callback) in every notebook and by pico.py, which saves the figure as loss.png."""
 from __future__ import annotations
 
 __all__ = ["plot_history", "plot_histories", "loss_figure", "LiveLossPlot", "in_notebook", "new_axes", "bare_figure",
@@ -81,8 +79,7 @@ def plot_history(history, ax=None, title: str | None = None, smooth: int | None 
     """Draw one run: light per-step training loss, its running mean, and validation loss at its steps.
 
     Args: history from train(); ax (new figure if None); title: default "<run> on <data>";
-        smooth: running-mean window in steps, default about 2 % of the steps (at least 5). Returns the Axes.
-    """
+        smooth: running-mean window in steps, default about 2 % of the steps (at least 5). Returns the Axes."""
     ax, losses = new_axes(ax), history.step_loss
     if losses:
         window = smooth or _window(len(losses))
@@ -101,9 +98,7 @@ def plot_history(history, ax=None, title: str | None = None, smooth: int | None 
 
 def plot_histories(histories: dict, title: str, ax=None, what: str = "val"):
     """Compare runs on one Axes: their validation loss (``what="val"``) or smoothed training loss (``"train"``).
-
-    Args: histories: label -> History; title: name the models and the data.
-    """
+    Args: histories: label -> History; title: name the models and the data."""
     if what not in ("val", "train"):
         raise ValueError(f"what must be 'val' or 'train', got {what!r}")
     ax = new_axes(ax)

@@ -114,8 +114,7 @@ def embedding_inspector(models: dict, enc, default_word: str = " the", k: int = 
     """An ipywidgets panel: nearest neighbours of a word in a chosen model, and a token-structure map.
 
     Args: models {name: model}; enc: their tokenizer; default_word: the first query; k: initial neighbours.
-    Returns the widget; ``widget.view`` is its EmbeddingInspector.
-    """
+    Returns the widget; ``widget.view`` is its EmbeddingInspector."""
     return EmbeddingInspector(models, enc, default_word, k).widget
 
 
@@ -169,7 +168,5 @@ class AttentionViewer(_View):
 
 def attention_viewer(model, enc, prompt: str):
     """An ipywidgets panel with layer and head sliders showing plot_attention for ``prompt``.
-
-    Args: model (accepting ``return_attention=True``), enc, prompt. ``widget.view`` is its AttentionViewer.
-    """
+    Args: model (accepting ``return_attention=True``), enc, prompt. ``widget.view`` is its AttentionViewer."""
     return AttentionViewer(model, enc, prompt).widget

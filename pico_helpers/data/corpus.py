@@ -123,9 +123,7 @@ def padding_fraction(dataset, batch_size: int, bucket: bool, seed: int = 0) -> f
 @dataclass
 class Corpus:
     """Train and validation datasets for a run, with the tokenizer (GPT-2's: text <-> GPT-2 ids) and a description.
-
-    ``vocab``: the CorpusVocab the sequences' ids are in, or None for GPT-2 ids; ``vocab_size``: the model's outputs.
-    """
+    ``vocab``: the CorpusVocab the sequences' ids are in, or None for GPT-2 ids; ``vocab_size``: the model's outputs."""
 
     train: MixedSequenceDataset
     val: "HeldOutSet | None"
@@ -161,9 +159,7 @@ def _examples(seqs: list, block_size: int, long_examples: str) -> list:
 
 def load_corpus(config, enc=None) -> Corpus:
     """Tokenize what ``config`` asks for (once per process), split it and mix it as the starter does.
-
-    Args: config: a TrainConfig (its data fields, block_size, seed, vocab, batch_size); enc: default GPT-2's.
-    """
+    Args: config: a TrainConfig (its data fields, block_size, seed, vocab, batch_size); enc: default GPT-2's."""
     from pico_helpers.data.tokenizer import get_tokenizer
     from pico_helpers.data.vocab import CorpusVocab
 

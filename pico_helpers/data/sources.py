@@ -144,9 +144,7 @@ def _stories_from_hub(n_stories: int, split: str) -> list[str]:
 def load_tinystories(enc, n_stories: int = 20000, block_size: int | None = None, path: str | None = None,
                      split: str = "train") -> list[list[int]]:
     """Tokenize the first ``n_stories`` TinyStories stories, whole or truncated to ``block_size`` tokens if given.
-
-    Source: ``path``, else $PICO_TINYSTORIES, else the HuggingFace hub (streamed).
-    """
+    Source: ``path``, else $PICO_TINYSTORIES, else the HuggingFace hub (streamed)."""
     path = path or os.environ.get(TINYSTORIES_ENV) or None
     if path:
         stories = read_tinystories_file(path, n_stories)

@@ -1,8 +1,7 @@
 """A corpus vocabulary: the GPT-2 ids the training split uses, plus one "other" class shared by all the rest.
 
 "other" spreads its probability evenly over the n_other ids not modelled (log p(u) = log p(other) - log(n_other)),
-so the loss stays a full-vocabulary cross-entropy. Only an id mapping; used by load_corpus.
-"""
+so the loss stays a full-vocabulary cross-entropy. Only an id mapping; used by load_corpus."""
 from __future__ import annotations
 
 import math

@@ -4,8 +4,7 @@ Every model follows one contract (used by training, generation, evaluation and i
 - ``model(idx)``: (seq_len, batch) token ids -> (seq_len, batch, vocab) logits; logits at t predict token t+1.
 - ``model.hidden(idx)`` -> (seq_len, batch, d) and ``model.head`` (``nn.Linear``), ``model(idx) == head(hidden(idx))``.
 - ``model.step(idx_new, state)`` -> ((batch, vocab) last logits, new state); ``state=None`` starts afresh.
-- ``model.embedding_table()`` -> (vocab, d). Used in 01_embeddings.ipynb, 02_kgram_mlp.ipynb and 03_lstm.ipynb.
-"""
+- ``model.embedding_table()`` -> (vocab, d). Used in 01_embeddings.ipynb, 02_kgram_mlp.ipynb and 03_lstm.ipynb."""
 from __future__ import annotations
 
 import torch
@@ -20,9 +19,7 @@ __all__ = ["KGramMLPSeqModel", "LSTMSeqModel", "RMSNorm", "TransformerModel", "b
 
 def build_model(name: str, config, vocab_size: int, vocab=None) -> torch.nn.Module:
     """Build one of MODEL_NAMES from ``config`` (seeded by ``config.seed``) with ``vocab_size`` outputs.
-
-    ``vocab``: ``corpus.vocab`` (kept as ``model.vocab``, so generation speaks GPT-2 ids) or None for GPT-2 ids.
-    """
+    ``vocab``: ``corpus.vocab`` (kept as ``model.vocab``, so generation speaks GPT-2 ids) or None for GPT-2 ids."""
     torch.manual_seed(config.seed)
     if name == "lstm_seq":
         model = LSTMSeqModel(vocab_size, config.embed_size, config.embed_size)

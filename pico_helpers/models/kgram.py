@@ -21,8 +21,7 @@ class KGramMLPSeqModel(nn.Module):
         vocab_size; k: window length (``--kgram_k``); embed_size: hidden (and embedding) width.
         num_inner_layers: (Linear(embed, embed) -> SiLU) blocks after the first layer.
         chunk_size: time steps per slice of the inner layers, a memory knob only; None or <= 0: all at once.
-        window: "aligned" (position t sees t-k+1 .. t) or "starter" (the starter's off-by-one, t-k .. t-1).
-    """
+        window: "aligned" (position t sees t-k+1 .. t) or "starter" (the starter's off-by-one, t-k .. t-1)."""
 
     block_size = None  # any length: each position only ever looks at its own window of k tokens
 
@@ -49,9 +48,7 @@ class KGramMLPSeqModel(nn.Module):
 
     def windows(self, context: torch.Tensor, n_new: int) -> torch.Tensor:
         """The k-token window of each of the last ``n_new`` positions: (T_ctx, B) ids -> (n_new, B, k), oldest first.
-
-        ``context`` must hold k tokens (or left padding) of history before those positions.
-        """
+        ``context`` must hold k tokens (or left padding) of history before those positions."""
         win = context.unfold(0, self.k, 1)  # (T_ctx - k + 1, B, k): win[i] = context[i : i + k]
         if self.window == "aligned":
             return win[win.size(0) - n_new:]  # ends at the position itself
@@ -68,9 +65,7 @@ class KGramMLPSeqModel(nn.Module):
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """(T, B) ids -> (T, B, embed_size) last hidden activations, ``chunk_size`` time steps at a time.
-
-        The first layer (a gather) runs over all positions at once, so its backward fills W1's gradient once.
-        """
+        The first layer (a gather) runs over all positions at once, so its backward fills W1's gradient once."""
         T, B = idx.shape
         pad = idx.new_zeros(self.k, B)  # token id 0 before the start of every sequence
         x = self.first_layer(self.windows(torch.cat([pad, idx], dim=0), T))  # (T, B, E)
@@ -84,9 +79,7 @@ class KGramMLPSeqModel(nn.Module):
 
     def step(self, idx_new: torch.Tensor, state=None):
         """Feed (T_new, B) new ids; return the last position's logits (B, vocab) and the new state.
-
-        The state is the last k tokens seen, (k, B), left-padded with 0 (``None`` = nothing seen yet).
-        """
+        The state is the last k tokens seen, (k, B), left-padded with 0 (``None`` = nothing seen yet)."""
         if state is None:
             state = idx_new.new_zeros(self.k, idx_new.size(1))
         context = torch.cat([state, idx_new], dim=0)  # (k + T_new, B)

@@ -1,7 +1,5 @@
 """The starter's LSTM language model (question 1), in the course's sequence-first contract.
-
-Used in 01_embeddings.ipynb and 03_lstm.ipynb.
-"""
+Used in 01_embeddings.ipynb and 03_lstm.ipynb."""
 from __future__ import annotations
 
 import torch
@@ -12,9 +10,7 @@ __all__ = ["LSTMSeqModel"]
 
 class LSTMSeqModel(nn.Module):
     """The starter's LSTM: embedding -> one-layer LSTM -> linear to the vocabulary.
-
-    Args: vocab_size (50,257 for GPT-2, fewer in a corpus vocabulary), embed_size, hidden_size (LSTM state).
-    """
+    Args: vocab_size (50,257 for GPT-2, fewer in a corpus vocabulary), embed_size, hidden_size (LSTM state)."""
 
     block_size = None  # no context limit: the recurrent state carries everything seen so far
 

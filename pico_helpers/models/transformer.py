@@ -1,7 +1,5 @@
 """The decoder-only Transformer (question 4): RMSNorm, causal attention, positional variants, KV cache.
-
-Inside, tensors are batch-first (B, T, D), as the attention kernels want. Used in 04_transformer and 06_experiments.
-"""
+Inside, tensors are batch-first (B, T, D), as the attention kernels want. Used in 04_transformer and 06_experiments."""
 from __future__ import annotations
 
 import math
@@ -56,9 +54,7 @@ def rope_tables(n_positions: int, head_dim: int, base: float = 10000.0) -> tuple
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate (B, H, T, d) queries or keys by their positions' cos/sin (T, d/2): dimension i pairs with i + d/2.
-
-    Each pair turns by its angle, so a query at p . a key at s depends only on p - s.
-    """
+    Each pair turns by its angle, so a query at p . a key at s depends only on p - s."""
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, d/2) each
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -70,9 +66,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 @dataclass
 class KVCache:
     """Keys and values of every block for the positions seen so far (``TransformerModel.new_cache``).
-
-    keys, values: per block, (B, H, block_size, d_head) buffers, filled up to ``pos``; ids: (block_size, B).
-    """
+    keys, values: per block, (B, H, block_size, d_head) buffers, filled up to ``pos``; ids: (block_size, B)."""
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     ids: torch.Tensor
@@ -111,8 +105,7 @@ class CausalSelfAttention(nn.Module):
         """x (B, T, D) -> (out (B, T, D), attention weights (B, H, T, n_keys) or None).
 
         cos, sin: (T, d_head/2) rotary tables (rope only). cache, layer: the T positions follow ``cache.pos``
-        cached ones, written into block ``layer``'s buffers. return_attention: compute the weights explicitly.
-        """
+        cached ones, written into block ``layer``'s buffers. return_attention: compute the weights explicitly."""
         B, T, D = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)  # (B, T, 3, H, d): q, k, v, split into heads
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, H, T, d) each
@@ -178,8 +171,7 @@ class TransformerModel(nn.Module):
         block_size: maximum context; ``forward`` refuses longer inputs.
         positional: "learned", "sinusoidal", "rope" or "none" (only the causal mask tells positions apart).
         norm: "pre" (x + f(norm(x)), GPT-2) or "post" (norm(x + f(x)), the 2017 Transformer, no final norm).
-        tie_weights: share one (V, D) matrix between the token embedding and the head.
-    """
+        tie_weights: share one (V, D) matrix between the token embedding and the head."""
 
     def __init__(self, vocab_size: int = 50257, d_model: int = 256, n_heads: int = 4, n_blocks: int = 4,
                  block_size: int = 1024, positional: str = "learned", norm: str = "pre",
@@ -214,7 +206,7 @@ class TransformerModel(nn.Module):
                                     for _ in range(n_blocks))
         self.final_norm = RMSNorm(d_model) if norm == "pre" else nn.Identity()
         self.head = nn.Linear(d_model, vocab_size, bias=False)
-        for module in self.modules():  # the initialisation (class docstring); no layer has a bias
+        for module in self.modules():  # normal(0, 0.02), as GPT-2; no layer has a bias
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
         for block in self.blocks:
@@ -266,25 +258,19 @@ class TransformerModel(nn.Module):
 
     def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """(T, B) ids -> (T, B, d_model) final hidden states; ``head`` makes them logits.
-
-        With a ``cache`` the T positions follow the cached ones and ``cache.pos`` advances by T.
-        """
+        With a ``cache`` the T positions follow the cached ones and ``cache.pos`` advances by T."""
         return self._run(idx, cache, return_attention=False)[0].transpose(0, 1)  # (T, B, D)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, return_attention: bool = False):
         """(T, B) ids -> (T, B, vocab) logits; ``cache`` as in ``hidden``.
-
-        ``return_attention``: also the weights (n_blocks, B, n_heads, T, cached + T), computed explicitly.
-        """
+        ``return_attention``: also the weights (n_blocks, B, n_heads, T, cached + T), computed explicitly."""
         x, attns = self._run(idx, cache, return_attention)
         logits = self.head(x).transpose(0, 1)  # (T, B, V)
         return (logits, torch.stack(attns)) if return_attention else logits
 
     def step(self, idx_new: torch.Tensor, state: KVCache | None = None):
         """Feed (T_new, B) new ids after ``state``; return the last position's logits (B, vocab) and the cache.
-
-        ``state=None`` starts a new cache; it is updated in place (``copy()`` it to continue two ways).
-        """
+        ``state=None`` starts a new cache; it is updated in place (``copy()`` it to continue two ways)."""
         if state is None or state.pos + idx_new.size(0) > self.block_size:
             context = idx_new if state is None else torch.cat([state.tokens, idx_new])  # (T, B)
             state, idx_new = self.new_cache(idx_new.size(1)), context[-self.block_size:]

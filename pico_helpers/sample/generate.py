@@ -1,7 +1,5 @@
 """Text generation for every model: greedy or nucleus (top-p), with the model's cache (``step``) or without.
-
-Used in 03_lstm.ipynb, 04_transformer.ipynb and 05_sampling.ipynb (and for the samples printed during training).
-"""
+Used in 03_lstm.ipynb, 04_transformer.ipynb and 05_sampling.ipynb (and for the samples printed during training)."""
 from __future__ import annotations
 
 import torch
@@ -19,8 +17,7 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
     Args:
         model: the course contract; ids are GPT-2's even for a corpus-vocabulary model. prompt_ids: >= 1 id.
         top_p: None -> greedy; otherwise nucleus sampling. temperature: before the top-p cut. seed: own Generator.
-        use_cache: True feeds ``model.step`` one new id at a time; False re-runs the whole context (same tokens).
-    """
+        use_cache: True feeds ``model.step`` one new id at a time; False re-runs the whole context (same tokens)."""
     if not len(prompt_ids):
         raise ValueError("the prompt is empty: give at least one token (for example 'Once upon a')")
     was_training = model.training
@@ -59,8 +56,7 @@ def generate_text(model, enc, prompt: str, max_new_tokens: int = 20, top_p: floa
     """Continue ``prompt``; return (text, annotated_text) as the starter does.
 
     ``annotated_text`` marks new tokens with their embedding neighbours if ``monosemantic``, else equals ``text``.
-    Args as in ``generate_tokens``; ``enc``: GPT-2's tokenizer (``corpus.enc``).
-    """
+    Args as in ``generate_tokens``; ``enc``: GPT-2's tokenizer (``corpus.enc``)."""
     prompt_ids = enc.encode_ordinary(prompt)
     new_ids = generate_tokens(model, prompt_ids, max_new_tokens, top_p, temperature, seed)
     text = enc.decode(prompt_ids + new_ids)

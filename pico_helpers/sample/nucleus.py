@@ -2,8 +2,7 @@
 
 The nucleus is the smallest most-probable set reaching p (within ``REACH_TOL``), plus all ties of its last
 token, so ties never depend on sort order. The ``TOP_K`` largest are tried first; only if the cut is not
-inside them is the whole vocabulary sorted. Used in 05_sampling.ipynb and by generate.py.
-"""
+inside them is the whole vocabulary sorted. Used in 05_sampling.ipynb and by generate.py."""
 from __future__ import annotations
 
 import math
@@ -39,9 +38,7 @@ def _softmax(logits: torch.Tensor, p: float, temperature: float) -> torch.Tensor
 
 def _cut(vals: torch.Tensor, p: float):
     """Where the nucleus ends in descending probabilities (B, m): (threshold t (B, 1), n_kept (B,), mass (B, 1)).
-
-    If the cumulative sum never reaches p within these m values, t is the last value and all m are kept.
-    """
+    If the cumulative sum never reaches p within these m values, t is the last value and all m are kept."""
     csum = vals.double().cumsum(dim=-1)  # (B, m), in float64 so that 50,257 additions do not drift
     # csum never decreases, so the number of sums below p is the index of the first one that reaches it
     first = (csum < p - REACH_TOL).sum(dim=-1, keepdim=True)  # (B, 1)
@@ -70,8 +67,7 @@ def nucleus_probs(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.
     """The distribution nucleus sampling draws from: softmax(logits / temperature) cut to the nucleus.
 
     Args: logits (V,) or (B, V); p: nucleus mass in (0, 1]; temperature: > 0, divides the logits first.
-    Returns float32 probabilities shaped like ``logits``, exactly 0 outside the nucleus.
-    """
+    Returns float32 probabilities shaped like ``logits``, exactly 0 outside the nucleus."""
     probs = _softmax(logits, p, temperature)  # (B, V)
     if p < 1.0:
         _, _, t, _, mass = _nucleus(probs, p)
@@ -84,8 +80,7 @@ def nucleus_sampling(logits: torch.Tensor, p: float = 0.95, temperature: float =
     """Draw one token id per row from ``nucleus_probs(logits, p, temperature)``.
 
     Args: logits (V,) or (B, V); p in (0, 1]; temperature > 0; generator: seeded (global RNG if None).
-    Returns ids of shape () for (V,) logits, (B,) for (B, V).
-    """
+    Returns ids of shape () for (V,) logits, (B,) for (B, V)."""
     probs = _softmax(logits, p, temperature)  # (B, V)
     device = generator.device if generator is not None else probs.device
     if p >= 1.0:

@@ -1,7 +1,5 @@
 """Hooks that train() calls during a run: the Callback base, the live loss plot and the periodic text samples.
-
-Used by train() in every notebook and by pico.py; add your own with ``train(..., callbacks=[...])``.
-"""
+Used by train() in every notebook and by pico.py; add your own with ``train(..., callbacks=[...])``."""
 from __future__ import annotations
 
 import time
@@ -46,9 +44,7 @@ class LossPlot(Callback):
 
 class TextSamples(Callback):
     """Every ``every_s`` seconds: a greedy and a top-p 0.95 sample of 20 tokens after ``prompt``.
-
-    Each is printed with ``say`` and kept in ``history.samples``; ``every_s=0`` turns the samples off.
-    """
+    Each is printed with ``say`` and kept in ``history.samples``; ``every_s=0`` turns the samples off."""
 
     def __init__(self, enc, prompt: str, every_s: float, say=print):
         self.enc, self.prompt, self.every_s, self.say = enc, prompt, every_s, say

@@ -1,7 +1,5 @@
 """Data-parallel training (DDP) under torchrun: each process trains on its share of every global batch.
-
-Used by train() once pico.py has joined torchrun's process group; in one process (the notebooks) all are no-ops.
-"""
+Used by train() once pico.py has joined torchrun's process group; in one process (the notebooks) all are no-ops."""
 from __future__ import annotations
 
 import io

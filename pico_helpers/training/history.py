@@ -1,7 +1,5 @@
 """What a training run recorded (losses, validation points, timings, samples), to and from strict JSON.
-
-Returned by train() in every notebook; saved as <output_dir>/<name>/history.json and drawn by analysis/plots.py.
-"""
+Returned by train() in every notebook; saved as <output_dir>/<name>/history.json and drawn by analysis/plots.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +18,7 @@ class History:
     """One run's record, and its position: ``epoch`` and ``step_in_epoch`` say where it resumes.
 
     Losses are nats per real target token; ``val_points``: (step, validation loss) every ``eval_every`` steps
-    (a fixed sample) and at each epoch end (all of it, also ``epoch_val_loss``).
-    """
+    (a fixed sample) and at each epoch end (all of it, also ``epoch_val_loss``)."""
 
     model: str = "model"  # the run's name
     data: str = ""  # the corpus's description

@@ -2,8 +2,7 @@
 
 Logits at t predict the token at t+1; a pair counts only when its TARGET is real (``pad_mask`` True).
 The fused path never holds all (N, V) logits (3.3 GB in float32 for V = 50,257 and 16 x 1024 tokens): per
-row chunk it computes logits, loss and right away the gradients; backward only scales them. Used in 03_lstm.ipynb.
-"""
+row chunk it computes logits, loss and right away the gradients; backward only scales them. Used in 03_lstm.ipynb."""
 from __future__ import annotations
 
 import torch
@@ -46,8 +45,7 @@ def compute_next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_mask
 
     Args:
         logits: (T, B, V) scores; logits[t] predict tokens[t+1]. tokens: (T, B) long token ids.
-        pad_mask: optional (T, B) bool, True where the token is real (a pair counts if its target is real).
-    """
+        pad_mask: optional (T, B) bool, True where the token is real (a pair counts if its target is real)."""
     _check_tokens(tokens, pad_mask)
     if logits.dim() != 3 or logits.shape[:2] != tokens.shape:
         raise ValueError(f"logits must be (seq_len, batch, vocab) matching tokens {tuple(tokens.shape)}, "
@@ -144,8 +142,7 @@ def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torc
         h: (N, D) hidden states. weight: (V, D) head weight (may be tied). bias: (V,) or None.
         targets: (N,) long ids in [0, V).
         chunk_size: rows per chunk; None: ``chunk_rows(D)``. Extra memory: one chunk's float32 logits
-            (chunk_size * V * 4 bytes) plus the (V, D) grad_W and (N, D) grad_h kept for backward.
-    """
+            (chunk_size * V * 4 bytes) plus the (V, D) grad_W and (N, D) grad_h kept for backward."""
     if h.dim() != 2 or weight.dim() != 2 or h.shape[1] != weight.shape[1]:
         raise ValueError(f"h must be (N, D) and weight (V, D) with the same D, got {tuple(h.shape)} and "
                          f"{tuple(weight.shape)}")
@@ -178,8 +175,7 @@ def next_token_loss(model: nn.Module, tokens: torch.Tensor, pad_mask: torch.Tens
         tokens: (T, B) long token ids. pad_mask: optional (T, B) bool, True = real token.
         chunk_size: rows per chunk of the fused head; None: ``chunk_rows(D)``.
         vocab: the CorpusVocab of ``tokens``, or None; an "other" target then costs log(n_other) more, so the loss
-            is a cross-entropy over all of GPT-2's ids.
-    """
+            is a cross-entropy over all of GPT-2's ids."""
     _check_tokens(tokens, pad_mask)
     head = model.head
     if not isinstance(head, nn.Linear):

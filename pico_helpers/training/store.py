@@ -1,7 +1,5 @@
 """The folder of one named run: atomic checkpoint, history and figure writes, the run id, set-aside.
-
-Used by train() (every notebook, pico.py): <output_dir>/<name>/{checkpoint.pt, history.json, loss.png}.
-"""
+Used by train() (every notebook, pico.py): <output_dir>/<name>/{checkpoint.pt, history.json, loss.png}."""
 from __future__ import annotations
 
 import hashlib

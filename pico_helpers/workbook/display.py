@@ -66,8 +66,7 @@ def sample_table(model, enc, prompt: str, max_new_tokens: int = 20, count: bool 
     """The starter's three continuations of ``prompt`` as a markdown table: greedy, top-p 0.95 and top-p 1.0.
 
     Args: model, enc; prompt; max_new_tokens; seed: for the top-p samples;
-        count: add a column of continues_count, for prompts such as "0 1 2 3 4". Used in 01_embeddings.ipynb.
-    """
+        count: add a column of continues_count, for prompts such as "0 1 2 3 4". Used in 01_embeddings.ipynb."""
     rows = []
     for label, top_p in SAMPLE_DECODINGS:
         text, _ = generate_text(model, enc, prompt, max_new_tokens=max_new_tokens, top_p=top_p, seed=seed)
@@ -81,8 +80,7 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, devi
     """Median wall time of ``fn()`` in seconds over ``repeats`` timed calls, after ``warmup`` untimed ones.
 
     Args: fn: called with no arguments; repeats: >= 1; warmup: untimed calls first;
-        device: on CUDA each call is bracketed by torch.cuda.synchronize(). Used in 01_embeddings to 04_transformer.
-    """
+        device: on CUDA each call is bracketed by torch.cuda.synchronize(). Used in 01_embeddings to 04_transformer."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     sync = torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else lambda: None

@@ -230,8 +230,7 @@ def export_answers(executed_dir, target, source_dir=ROOT / "notebooks", force: b
     Args:
         executed_dir: executed notebooks (build/quick or build/full). target: the markdown file to write.
         source_dir: the source notebooks NN_name.ipynb.
-        force: export even if answers lose their outputs or a file the export did not write is overwritten.
-    """
+        force: export even if answers lose their outputs or a file the export did not write is overwritten."""
     executed_dir, target, source_dir = Path(executed_dir), Path(target), Path(source_dir)
     if not source_dir.is_dir():
         raise FileNotFoundError(f"source notebook folder {source_dir} not found; pass the folder that holds "

@@ -83,9 +83,7 @@ def _parse_heading(line: str):
 
 def find_answers(nb, stem: str, warnings: list[str] | None = None) -> list[Answer]:
     """The answer cells of a notebook in order, each with the code cells above it as its evidence.
-
-    Args: nb: the SOURCE nbformat notebook; stem: its file name without .ipynb; warnings: collects messages.
-    """
+    Args: nb: the SOURCE nbformat notebook; stem: its file name without .ipynb; warnings: collects messages."""
     warnings = [] if warnings is None else warnings
     answers, pending = [], []
     for i, cell in enumerate(nb.cells):

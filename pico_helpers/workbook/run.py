@@ -1,7 +1,5 @@
 """`make workbook`: execute every notebook headless into build/ and export the answers.
-
-Quick mode (the default without a GPU) writes build/answers.md; a full run (--quick 0) writes answers.md.
-"""
+Quick mode (the default without a GPU) writes build/answers.md; a full run (--quick 0) writes answers.md."""
 from __future__ import annotations
 
 import argparse
