@@ -6,8 +6,10 @@ path in turn (A B A B ...) in one process, after an untimed warm-up round, takes
 and compares the medians. Each family of rows runs in its own fresh process (``--family NAME``), so no
 row depends on which rows ran before it (what earlier rows left behind in the process moved the starter's
 generation speed by up to 40% in our runs). Peak memory is measured in a fresh subprocess per variant
-(``--one NAME``), see ``measure_peak_memory``. Tests never look at the numbers: tests/test_bench.py only checks that a quick
-run produces every row, and that each baseline computes the same function as its fast path.
+(``--one NAME``), see ``measure_peak_memory``. The time-to-loss row (benchmarks/time_to_loss.py) instead
+trains the old and the new default training path for the same wall-clock budget and compares validation losses.
+Tests never look at the numbers: tests/test_bench.py only checks that a quick run produces every row, and that
+each baseline computes the same function as its fast path.
 """
 from __future__ import annotations
 
@@ -40,10 +42,11 @@ LEARNING_RATE = 1e-3  # the starter's Adam learning rate
 ONE_PREFIX = "BENCH_ONE "  # how a --one subprocess marks its JSON result line
 
 # Row keys in table order, and the families that produce them (--only takes family names).
-ROW_KEYS = ("kgram", "transformer_speed", "transformer_memory", "lstm", "gen_recompute", "gen_starter", "topp",
-            "compact", "bf16", "compile")
-FAMILIES = {"kgram": ("kgram",), "transformer": ("transformer_speed", "transformer_memory"), "lstm": ("lstm",),
-            "generation": ("gen_recompute", "gen_starter"), "topp": ("topp",), "compact": ("compact",),
+ROW_KEYS = ("time_to_loss", "kgram", "transformer_speed", "transformer_memory", "lstm", "gen_recompute",
+            "gen_starter", "gen_corpus", "topp", "compact", "bf16", "compile")
+FAMILIES = {"time_to_loss": ("time_to_loss",), "kgram": ("kgram",),
+            "transformer": ("transformer_speed", "transformer_memory"), "lstm": ("lstm",),
+            "generation": ("gen_recompute", "gen_starter", "gen_corpus"), "topp": ("topp",), "compact": ("compact",),
             "bf16": ("bf16",), "compile": ("compile",)}
 
 
@@ -79,6 +82,11 @@ class BenchSizes:
     topp_scale: float = 8.0  # logits ~ N(0, scale^2): peaked, nucleus of a few dozen tokens
     # compact vocabulary
     compact_batches: int = 4  # 3seqs batches per timed run
+    # time to loss (benchmarks/time_to_loss.py), on the Transformer's shape above
+    ttl_budget_s: float = 180.0  # training seconds per side, on each side's own clock
+    ttl_points: int = 10  # validation points per side, one every tenth of the budget (and one at 0 s)
+    ttl_val_stories: int = 160  # held-out stories scored at each point
+    ttl_stories: int = 100_000  # training stories to load (all of the shared sample)
     # timing
     repeats: int = 5  # alternating rounds (at most)
     budget_s: float = 40.0  # per family: no new round starts once this is spent (at least one round runs)
@@ -91,7 +99,7 @@ class BenchSizes:
         return cls(vocab=1000, kgram_hidden=16, kgram_seq=4, kgram_batch=2, tf_layers=1, tf_heads=2, tf_d=16,
                    tf_block=16, tf_batch=2, lstm_size=32, lstm_seq=8, lstm_batch=2, gen_prompt=4, gen_new=8,
                    gen_block=16, topp_calls=5, compact_batches=1, repeats=2, budget_s=5.0, compile_timeout_s=0.0,
-                   quick_mode=True)
+                   ttl_budget_s=2.0, ttl_val_stories=4, ttl_stories=120, quick_mode=True)
 
 
 # --- rows ---
@@ -441,6 +449,57 @@ def _speed_row(key, what, baseline, fast, tokens, times_base, times_fast, target
                runs=f"baseline {_spread(times_base)}; fast {_spread(times_fast)}", about=about, **extra)
 
 
+def _path_words(config, bf16: bool) -> str:
+    """The training path a time-to-loss side runs, in the table's words."""
+    vocab = getattr(config, "vocab", "full")
+    parts = ["corpus vocabulary + other" if vocab == "corpus" else "full vocabulary",
+             "bf16 autocast" if bf16 else "fp32",
+             "stories in windows" if getattr(config, "long_examples", "truncate") == "windows" else "stories truncated",
+             "bucketed by length" if getattr(config, "bucket_by_length", False) else "no bucketing",
+             f"cosine lr {config.learning_rate:g} (warm-up {config.warmup_steps})" if config.lr_schedule == "cosine"
+             else f"constant lr {config.learning_rate:g}"]
+    return ", ".join(parts)
+
+
+def _curve(points) -> str:
+    return ", ".join(f"{t:.0f} s {loss:.2f}" for t, loss in points)
+
+
+def _row_time_to_loss(sizes: BenchSizes, device) -> list[Row]:
+    from benchmarks.time_to_loss import race
+
+    result = race(sizes, device)
+    base, fast = result["sides"]["baseline"], result["sides"]["fast"]
+    target, reached = result["final"]["baseline"], result["reached_s"]
+    cfg = (f"Transformer, {sizes.tf_layers} layers, {sizes.tf_heads} heads, d {sizes.tf_d}, block {sizes.tf_block}, "
+           f"batch {sizes.tf_batch}, {sizes.ttl_budget_s:.0f} s of training per side")
+    ratio = base.clock / reached if reached else None  # None: never reached, or below it from the start
+    note = (f"validation loss at the budget: baseline {target:.3f}, fast {result['final']['fast']:.3f}; the fast side "
+            + ("never reached the baseline's final loss" if reached is None else
+               "was below it at its first validation point, before training" if reached == 0 else
+               f"reached {target:.3f} at {reached:.1f} s ({reached / base.clock:.2f}x the baseline's time)")
+            + "; " + "; ".join(f"{s.name}: {s.steps:,} steps, {s.tokens / s.clock:,.0f} tokens/s, {s.bf16_why}"
+                               for s in (base, fast))
+            + (f"; the fast side's cosine schedule ran over {fast.total_steps:,} steps, those its budget held"
+               if fast.config.lr_schedule == "cosine" else ""))
+    about = ("What a student feels: how low the TinyStories validation loss gets in the minutes they have. "
+             "benchmarks/time_to_loss.py trains both sides from the same seed on " + result["data"] + ". "
+             "They take turns, one step at a time, each on its own clock (the side whose clock is behind steps "
+             "next), until each has trained for the budget; scoring is off the clock. Validation points every tenth "
+             "of the budget, in float32, as a cross-entropy over all 50,257 GPT-2 ids for both sides (the corpus "
+             "vocabulary's \"other\" class shares its probability among the ids it stands for), on the same "
+             "token windows. Baseline: the training path before issue 11, set explicitly (`OLD_DEFAULTS`). Fast: "
+             "`TrainConfig`'s defaults for this shape. Value = seconds of training to the baseline's final "
+             "validation loss (the fast side's time interpolated between its validation points); ratio = baseline "
+             "time / fast time. Curves (clock, validation loss): baseline " + _curve(base.points)
+             + "; fast " + _curve(fast.points) + ".")
+    return [Row("time_to_loss", f"Time to the baseline's validation loss, TinyStories ({cfg})",
+                _path_words(base.config, base.bf16), _path_words(fast.config, fast.bf16), "s to loss",
+                base.clock, reached, ratio, ">= 2.5x (<= 0.4x the time)", _met(reached is not None and (
+                    reached == 0 or ratio >= 2.5)),
+                note=note, about=about)]
+
+
 def _row_kgram(sizes: BenchSizes, device) -> list[Row]:
     from pico_helpers.training.losses import compute_next_token_loss, next_token_loss
     from pico_helpers.models import KGramMLPSeqModel
@@ -574,6 +633,34 @@ def _row_generation(sizes: BenchSizes, device) -> list[Row]:
     return rows
 
 
+def _row_gen_corpus(sizes: BenchSizes, device) -> list[Row]:
+    from benchmarks.time_to_loss import side_configs, tinystories_files
+    from pico_helpers.data import load_corpus
+    from pico_helpers.sample.generate import generate_tokens
+
+    train_path, val_path = tinystories_files(sizes.quick_mode)
+    vocab = load_corpus(side_configs(sizes, train_path, val_path, device)["fast"]).vocab  # the time-to-loss row's
+    full_model = _transformer(sizes, GPT2_VOCAB, device, block_size=sizes.gen_block)
+    corpus_model = _transformer(sizes, vocab.n_vocab, device, block_size=sizes.gen_block)
+    corpus_model.vocab = vocab  # as build_model and train() set it: ids in and out stay GPT-2's
+    g = torch.Generator().manual_seed(2)
+    prompt = [vocab.ids[i] for i in torch.randint(0, len(vocab.ids), (sizes.gen_prompt,), generator=g).tolist()]
+    fns = {"full": lambda: generate_tokens(full_model, prompt, sizes.gen_new),
+           "corpus": lambda: generate_tokens(corpus_model, prompt, sizes.gen_new)}
+    times = alternate(fns, device, sizes.repeats, sizes.budget_s)
+    cfg = (f"{sizes.tf_layers} layers, {sizes.tf_heads} heads, d {sizes.tf_d}, untrained; prompt {sizes.gen_prompt} "
+           f"tokens, {sizes.gen_new} new, greedy, batch 1, KV cache")
+    about = (f"`generate_tokens` with the KV cache ({cfg}), on two `TransformerModel`s that differ only in their "
+             f"vocabulary. Baseline: GPT-2's {GPT2_VOCAB:,} ids. Fast: the corpus vocabulary of the time-to-loss "
+             f"row's training data ({train_path.name}: {len(vocab.ids):,} ids plus \"other\"), set as `model.vocab`, "
+             "so each step's logits are mapped to all of GPT-2's ids (`vocab.full_logits`) before the choice: the "
+             "ids in and out are GPT-2's on both sides. The head for one position is most of a cached token's "
+             "cost, and it shrinks with the vocabulary. Report only.")
+    return [_speed_row("gen_corpus", f"Generation with the corpus vocabulary ({vocab.n_vocab:,} vs {GPT2_VOCAB:,} ids)",
+                       f"full vocabulary ({GPT2_VOCAB:,})", f"corpus vocabulary ({vocab.n_vocab:,})", sizes.gen_new,
+                       times["full"], times["corpus"], 0, about)]
+
+
 def _row_topp(sizes: BenchSizes, device) -> list[Row]:
     from benchmarks.baselines import full_sort_nucleus_probs, full_sort_nucleus_sampling
     from pico_helpers.sample.nucleus import TOP_K, nucleus_probs, nucleus_sampling
@@ -641,11 +728,11 @@ def _compact_batches(sizes: BenchSizes, compact: bool, device):
                          vocab="corpus" if compact else "full")
     corpus = load_corpus(config)
     batches = []
-    for tokens, mask in iterate_batches(corpus.train, sizes.tf_batch, shuffle=True, seed=0):
+    for tokens, mask in iterate_batches(corpus.train, sizes.tf_batch, shuffle=True, seed=0):  # the same batches
         batches.append((tokens.to(device), mask.to(device)))
         if len(batches) == sizes.compact_batches:
             break
-    return corpus.vocab_size, batches
+    return corpus.vocab_size, batches, corpus.vocab
 
 
 def _row_compact(sizes: BenchSizes, device) -> list[Row]:
@@ -654,13 +741,13 @@ def _row_compact(sizes: BenchSizes, device) -> list[Row]:
 
     steps, vocab_sizes, n_tokens = {}, {}, 0
     for compact in (False, True):
-        vocab, batches = _compact_batches(sizes, compact, device)
+        vocab, batches, corpus_vocab = _compact_batches(sizes, compact, device)
         model = _transformer(sizes, vocab, device)
         optimizer = make_optimizer(model, LEARNING_RATE, device)
 
-        def run(model=model, optimizer=optimizer, batches=batches):
+        def run(model=model, optimizer=optimizer, batches=batches, corpus_vocab=corpus_vocab):
             for tokens, mask in batches:
-                _train_step(model, optimizer, lambda: next_token_loss(model, tokens, mask))()
+                _train_step(model, optimizer, lambda: next_token_loss(model, tokens, mask, vocab=corpus_vocab))()
 
         steps["compact" if compact else "full"] = run
         vocab_sizes[compact] = vocab
@@ -683,19 +770,23 @@ def _row_compact(sizes: BenchSizes, device) -> list[Row]:
     cfg = f"{sizes.tf_layers} layers, {sizes.tf_heads} heads, d {sizes.tf_d}, block {sizes.tf_block}, batch {sizes.tf_batch}"
     about = (f"Training steps of the same `TransformerModel` ({cfg}) on the same {sizes.compact_batches} batches of "
              f"3seqs ({n_tokens:,} real tokens), with the fast loss and fused Adam on both sides. Baseline: GPT-2's "
-             f"{vocab_sizes[False]:,}-token vocabulary. Fast: `CompactVocab`, the {vocab_sizes[True]:,} ids 3seqs "
-             "uses (`TrainConfig(compact_vocab=True)`): the embedding, the head and their optimizer state shrink by "
+             f"{vocab_sizes[False]:,}-token vocabulary (`TrainConfig(vocab=\"full\")`). Fast: the corpus vocabulary "
+             f"(`vocab=\"corpus\"`, the default), the {vocab_sizes[True] - 1:,} ids 3seqs's training split uses plus "
+             "one \"other\" class, the loss still over all GPT-2 ids: the embedding, the head and their optimizer "
+             "state shrink by "
              "that factor; the blocks do not change. Tokens/s counts real (non-padding) tokens. A third timing, "
              "the compact model's blocks alone (`hidden(tokens).sum().backward()`, no head, loss or optimizer), "
              "shows the floor that a smaller vocabulary cannot go below (in the note): at this width the blocks, "
              "which also run over the padding of each batch, cost more than the vocabulary layers.")
-    return [_speed_row("compact", f"Compact vocabulary on 3seqs ({vocab_sizes[True]:,} vs {vocab_sizes[False]:,} ids)",
-                       f"full vocabulary ({vocab_sizes[False]:,})", f"CompactVocab ({vocab_sizes[True]:,})",
+    return [_speed_row("compact", f"Corpus vocabulary on 3seqs ({vocab_sizes[True]:,} vs {vocab_sizes[False]:,} ids)",
+                       f"full vocabulary ({vocab_sizes[False]:,})", f"corpus vocabulary ({vocab_sizes[True]:,})",
                        n_tokens, times["full"], times["compact"], 10, about, target=">= 10x (expected)", note=note)]
 
 
 def _row_bf16(sizes: BenchSizes, device) -> list[Row]:
+    from pico_helpers.config import TrainConfig
     from pico_helpers.training.losses import next_token_loss
+    from pico_helpers.training.precision import bf16_choice
 
     fp32, tokens, info32 = build_step("transformer:fast", sizes, device)
     bf16, _, info16 = build_step("transformer:bf16", sizes, device)
@@ -703,15 +794,22 @@ def _row_bf16(sizes: BenchSizes, device) -> list[Row]:
         loss32 = float(next_token_loss(info32["model"], info32["idx"]))
         with _bf16(device):
             loss16 = float(next_token_loss(info16["model"], info16["idx"]))
+    auto, why = bf16_choice(TrainConfig(), device)  # what training picks here with bf16=None, the default
     times = alternate({"fp32": fp32, "bf16": bf16}, device, sizes.repeats, sizes.budget_s)
     diff = abs(loss16 - loss32)
-    note = f"loss fp32 {loss32:.5f}, bf16 {loss16:.5f}, |difference| {diff:.2e} ({diff / loss32:.1e} relative)"
-    about = ("The fast Transformer step of the Transformer row, in float32 against the same step under "
-             "`torch.autocast(bfloat16)` (matmuls in bf16, softmax and sums in float32; off by default on the "
-             "CPU, `TrainConfig(bf16=True)` turns it on). Report only. The note compares the loss of both on the "
-             "same batch with the same initial weights.")
+    forced = _median(times["fp32"]) / _median(times["bf16"])
+    note = (f"auto chose {why}; bf16 against fp32 for this step: {forced:.2f}x; loss fp32 {loss32:.5f}, bf16 "
+            f"{loss16:.5f}, |difference| {diff:.2e} ({diff / loss32:.1e} relative)")
+    about = ("The fast Transformer step of the Transformer row, in float32 against what `TrainConfig(bf16=None)` "
+             "(auto, the default) picks on this machine: on a CUDA GPU with bf16, and on a CPU where "
+             "`training/precision.py` finds bf16 instructions (amx_bf16, avx512_bf16) and a head-sized bf16 matmul at "
+             "least 1.2x faster than in float32, the same step under `torch.autocast(bfloat16)` (matmuls in bf16, "
+             "softmax and sums in float32); else float32 again (ratio ~1). Report only. The note gives the bf16 step "
+             "against float32 whatever auto chose, and compares the loss of both on the same batch with the same "
+             "initial weights.")
     return [_speed_row("bf16", f"bf16 autocast, Transformer step ({device.type})", "fp32 (fast path)",
-                       "bf16 autocast (fast path)", tokens, times["fp32"], times["bf16"], 0, about, note=note)]
+                       f"auto: {'bf16 autocast' if auto else 'fp32'} (fast path)", tokens, times["fp32"],
+                       times["bf16" if auto else "fp32"], 0, about, note=note)]
 
 
 def _row_compile(sizes: BenchSizes, device, args) -> list[Row]:
@@ -743,8 +841,9 @@ def _error_rows(keys, err: BaseException) -> list[Row]:
 
 def run_family(family: str, sizes: BenchSizes, device, args) -> list[Row]:
     """The rows of one family, measured in this process (error rows if it fails)."""
-    runners = {"kgram": _row_kgram, "transformer": _row_transformer, "lstm": _row_lstm,
-               "generation": _row_generation, "topp": _row_topp, "compact": _row_compact, "bf16": _row_bf16,
+    runners = {"time_to_loss": _row_time_to_loss, "kgram": _row_kgram, "transformer": _row_transformer,
+               "lstm": _row_lstm, "generation": lambda s, d: _row_generation(s, d) + _row_gen_corpus(s, d),
+               "topp": _row_topp, "compact": _row_compact, "bf16": _row_bf16,
                "compile": lambda s, d: _row_compile(s, d, args)}
     try:
         return runners[family](sizes, device)
@@ -759,7 +858,8 @@ def run_benchmark(sizes: BenchSizes, device, args, families=None, log=print) -> 
     Returns the rows in table order. One family at a time: two at once would share the cores.
     """
     families = families or list(FAMILIES)
-    timeout_s = 300.0 + sizes.compile_timeout_s  # a family's rounds stop after budget_s; compile waits longer
+    # a family's rounds stop after budget_s; compile waits longer, time to loss trains two sides for its budget
+    timeout_s = 300.0 + sizes.compile_timeout_s + 3 * sizes.ttl_budget_s
     rows: list[Row] = []
     for family in families:
         t0 = time.perf_counter()

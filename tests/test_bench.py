@@ -5,6 +5,7 @@ Speed itself is never asserted here (STYLE.md): the numbers live in BENCHMARKS.m
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 
@@ -43,10 +44,17 @@ def test_quick_run_prints_and_writes_every_row(tmp_path):
         assert row["met"] in ("yes", "no", "n/a") or row["met"].startswith("n/a: "), row  # never "error"
         if row["what"].startswith("torch.compile"):
             continue  # skipped in --quick (compiling takes minutes); the row is there with its reason
+        if row["what"].startswith("Time to the baseline's validation loss"):
+            continue  # checked below: at quick sizes the fast side may start below the baseline's final loss
         assert row["ratio"].endswith("x") and float(row["ratio"][:-1].replace(",", "")) > 0, row
         assert row["target"], row
     targets = [row for row in by_what if row["target"] != "report"]
     assert all(row["met"] in ("yes", "no") for row in targets)
+    # the time-to-loss row: both sides trained for the budget and were scored, the fast side timed to the target
+    ttl = next(row for row in by_what if row["what"].startswith("Time to the baseline's validation loss"))
+    assert ttl["unit"] == "s to loss" and float(ttl["base"]) > 0 and ttl["met"] in ("yes", "no"), ttl
+    assert ttl["ratio"].endswith("x") or ttl["fast_value"] in ("0", "n/a"), ttl
+    assert re.search(r"validation loss at the budget: baseline \d+\.\d+, fast \d+\.\d+", report), report
     # the memory row got its numbers from the --one subprocesses
     memory = next(row for row in by_what if "peak memory" in row["what"])
     assert memory["unit"] == "MB" and "->" in memory["memory"], memory
@@ -64,6 +72,26 @@ def test_alternate_warms_up_then_alternates():
                       repeats=3, budget_s=60.0, warmup=1)
     assert calls == ["a", "b"] * 4  # one untimed round, then A B A B A B
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+
+
+def test_time_to_reach_interpolates_between_validation_points():
+    from benchmarks.time_to_loss import time_to_reach
+
+    points = [(0.0, 10.0), (10.0, 6.0), (20.0, 4.0)]  # (clock s, validation loss)
+    assert time_to_reach(points, 5.0) == pytest.approx(15.0)  # halfway from 6 to 4
+    assert time_to_reach(points, 6.0) == 10.0
+    assert time_to_reach(points, 10.5) == 0.0  # below it before training
+    assert time_to_reach(points, 3.9) is None  # never reached
+
+
+def test_held_out_windows_score_every_next_token_pair_once():
+    from benchmarks.time_to_loss import _windows
+
+    for n in (1, 2, 127, 128, 129, 300):
+        story = list(range(n))
+        windows = _windows(story, 128)
+        pairs = [(w[i], w[i + 1]) for w in windows for i in range(len(w) - 1)]
+        assert pairs == list(zip(story, story[1:])) and all(len(w) <= 128 for w in windows), n
 
 
 # --- the baselines compute the same function as the fast paths ---

@@ -20,9 +20,11 @@ from pico_helpers.training import distributed
 from pico_helpers.training.callbacks import LossPlot, TextSamples
 from pico_helpers.training.history import History
 from pico_helpers.training.losses import next_token_loss
+from pico_helpers.training.precision import bf16_choice
 from pico_helpers.training.store import RunStore, load_checkpoint, run_identity
 
-__all__ = ["pick_device", "make_optimizer", "train_step", "evaluate", "train_epoch", "train", "load_checkpoint"]
+__all__ = ["pick_device", "make_optimizer", "lr_at", "train_step", "evaluate", "train_epoch", "train",
+           "load_checkpoint"]
 
 VAL_SAMPLE = 64  # held-out sequences scored at a mid-epoch validation point: ten a run cost little next to training
 
@@ -49,9 +51,15 @@ def pick_device(device_id: str | None = None, verbose: bool = True) -> torch.dev
     return device
 
 
-def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
-    """config.bf16, or for None: on for CUDA GPUs that support it."""
-    return config.bf16 if config.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
+def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
+    """Learning rate of update ``step`` (0-based) of ``total_steps``: a pure function of the step, so a resumed run
+    gets the same rates. "cosine": linear warm-up over warmup_steps, then cosine decay to 10% of learning_rate."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - 1 - config.warmup_steps))
+    return config.learning_rate * (0.1 + 0.9 * (1 + math.cos(math.pi * progress)) / 2)  # from 100% to 10%
 
 
 def _autocast(device: torch.device, bf16: bool):
@@ -211,6 +219,8 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
             continue
         t0 = time.perf_counter()
         tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(history.step, config, config.epochs * n_steps)
         with _hold_interrupts():
             loss = train_step(step_model, optimizer, tokens, mask, bf16, config.loss_chunk_size, corpus.vocab)
             if not math.isfinite(loss):
@@ -286,7 +296,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
     say = print if verbose and distributed.is_main() else (lambda *args, **kwargs: None)
     store = RunStore(config.output_dir, name)
     device = pick_device(config.device_id, verbose=verbose)
-    bf16 = _use_bf16(config, device)
+    bf16, why = bf16_choice(config, device)
     model.to(device)
     model.vocab = corpus.vocab  # its ids are the corpus's: generation and inspection map them to GPT-2's
     optimizer = make_optimizer(model, config.learning_rate, device)
@@ -296,7 +306,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
     if history is None:
         history = History(model=name, data=corpus.description, run_id=run_id, n_params=count_parameters(model),
                           vocab_size=corpus.vocab_size)
-        say(f"[{name}] {history.n_params:,} parameters on {device}{' (bf16 autocast)' if bf16 else ''}; "
+        say(f"[{name}] {history.n_params:,} parameters on {device} ({why}); "
             f"data: {corpus.description}")
     elif history.finished and history.epoch >= config.epochs:
         return history  # nothing written: a finished run loads from a read-only folder too
