@@ -368,3 +368,13 @@ def test_generation_is_seeded_restores_training_mode_and_refuses_an_empty_prompt
     assert model.training  # put back in training mode after generating in eval mode
     with pytest.raises(ValueError, match="prompt is empty"):
         generate_tokens(model, [], 5)
+
+
+@pytest.mark.parametrize("top_p", [None, 0.9])
+def test_generation_refuses_a_diverged_model(top_p):
+    # a model trained with too high a learning rate: greedy would otherwise print '!!!!' (argmax of NaN is id 0)
+    model = LSTMSeqModel(vocab_size=50, embed_size=8, hidden_size=8)
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        generate_tokens(model, [1, 2, 3], max_new_tokens=3, top_p=top_p)

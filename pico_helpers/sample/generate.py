@@ -40,6 +40,9 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
             if vocab is not None:
                 logits = vocab.full_logits(logits)  # (50,257,): "other"'s share for each id it stands for
             if top_p is None:
+                if logits.isnan().any() or logits.isposinf().any():  # argmax would pick NaN as the maximum
+                    raise ValueError("the model's logits contain NaN or +inf: it diverged in training; retrain it "
+                                     "with a lower learning rate")
                 next_id = int(torch.argmax(logits))  # the first maximum, as greedy decoding is defined
             else:
                 next_id = int(nucleus_sampling(logits, top_p, temperature, generator))
