@@ -19,6 +19,7 @@ from pico_helpers.training import (Callback, History, RunStore, compute_next_tok
                                 run_identity, train, train_epoch, train_step)
 from pico_helpers.workbook import (cell_text, continues_count, epoch_table, export_answers, md_table, median_seconds,
                                    sample_table)
+from pico_helpers.workbook.display import result_row, show_source
 
 __all__ = [
     # analysis
@@ -42,5 +43,5 @@ __all__ = [
     "train_step",
     # workbook
     "cell_text", "continues_count", "epoch_table", "export_answers", "md_table", "median_seconds",
-    "sample_table",
+    "result_row", "sample_table", "show_source",
 ]

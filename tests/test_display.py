@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import pico_helpers.workbook.display as display
+from conftest import ROOT
 from pico_helpers.workbook import (cell_text, continues_count, epoch_table, md_table, median_seconds,
                                    sample_table)
 
@@ -120,3 +121,28 @@ def test_median_seconds_counts_calls_and_takes_the_median(monkeypatch):
 
 def test_median_seconds_really_times():
     assert median_seconds(lambda: sum(range(100)), repeats=3, warmup=2, device="cpu") >= 0.0  # runs; no bound on time
+
+
+# --- result rows and sources, which answers.md collects ---
+
+def test_result_row_is_a_marked_one_row_table_with_a_short_escaped_sample():
+    from pico_helpers import result_row
+
+    text = result_row("Transformer", "TinyStories", "20 min", 2.71828, "Once | upon\n" + "a" * 200).data
+    mark, *table = text.split("\n")
+    assert mark == display.RESULT_MARK and len(table) == 3
+    assert cells_of(table[0]) == list(display.RESULT_HEADER)
+    row = cells_of(table[2])
+    assert row[:4] == ["Transformer", "TinyStories", "20 min", "2.718"]
+    assert row[4].startswith("Once \\| upon ⏎ aaa") and row[4].endswith("…") and len(row[4]) < 110
+
+
+def test_show_source_names_the_file_and_the_real_lines():
+    from pico_helpers import RMSNorm, show_source
+
+    text = show_source(RMSNorm).data
+    where = re.match(r"<!-- pico:source (\S+)#L(\d+)-L(\d+) -->\n`(\S+)` lines (\d+)-(\d+)\n", text)
+    assert where and where.group(1) == where.group(4) == "pico_helpers/models/transformer.py"
+    start, end = int(where.group(2)), int(where.group(3))
+    lines = (ROOT / where.group(1)).read_text(encoding="utf-8").split("\n")[start - 1:end]
+    assert lines[0].startswith("class RMSNorm") and "```python\n" + "\n".join(lines).rstrip() + "\n```" in text

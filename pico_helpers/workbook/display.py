@@ -1,6 +1,7 @@
-"""What the notebooks show: markdown tables (cells, runs, epochs, samples) and a median wall-clock timer."""
+"""What the notebooks show: markdown tables, result rows and sources for answers.md, samples and a median timer."""
 from __future__ import annotations
 
+import inspect
 import re
 import statistics
 import time
@@ -10,7 +11,8 @@ import torch
 
 from pico_helpers.sample.generate import generate_text
 
-__all__ = ["md_table", "cell_text", "median_seconds", "epoch_table", "sample_table", "continues_count"]
+__all__ = ["md_table", "cell_text", "median_seconds", "epoch_table", "sample_table", "continues_count", "result_row",
+           "show_source", "RESULT_MARK", "RESULT_HEADER", "SOURCE_MARK"]
 
 
 # --- markdown tables ---
@@ -29,22 +31,47 @@ def cell_text(token: str) -> str:
     return repr(token).replace("|", "\\|")
 
 
-def _field(history, name: str):
-    """``history.name`` for a History, ``history[name]`` for its dict form (a loaded history.json)."""
-    return history[name] if isinstance(history, dict) else getattr(history, name)
-
-
-def _num(x, fmt: str) -> str:
-    return "-" if x is None else format(x, fmt)  # None: no validation split, or no training time
-
-
 def epoch_table(history) -> str:
     """One run (a History or its dict form) in markdown: name, size, tokens, time, epoch losses (01_embeddings)."""
-    epochs = zip(*(_field(history, k) for k in ("epoch_end_step", "epoch_train_loss", "epoch_val_loss")))
-    rows = [[e, step, _num(tr, ".3f"), _num(va, ".3f")] for e, (step, tr, va) in enumerate(epochs, start=1)]
-    name, n_params, tokens, seconds = (_field(history, k) for k in ("model", "n_params", "tokens_seen", "train_time_s"))
+    get = history.__getitem__ if isinstance(history, dict) else lambda k: getattr(history, k)
+    num = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731  None: no validation split
+    epochs = zip(*(get(k) for k in ("epoch_end_step", "epoch_train_loss", "epoch_val_loss")))
+    rows = [[e, step, num(tr), num(va)] for e, (step, tr, va) in enumerate(epochs, start=1)]
+    name, n_params, tokens, seconds = (get(k) for k in ("model", "n_params", "tokens_seen", "train_time_s"))
     return (f"**{name}**: {n_params:,} parameters, {tokens:,} training tokens, {seconds:.0f} s of training\n\n"
             + md_table(["epoch", "steps so far", "train loss (epoch mean)", "validation loss"], rows))
+
+
+# --- what answers.md collects: result rows and function sources ---
+
+RESULT_MARK = "<!-- pico:result -->"  # the export gathers these rows into one results table at the top
+RESULT_HEADER = ("model", "data", "budget", "validation loss", "one sample")
+SOURCE_MARK = "<!-- pico:source {} -->"  # the export shows a link to the file and lines instead of the code
+
+
+def result_row(model: str, data: str, budget: str, val_loss: float, sample: str):
+    """One row of answers.md's results table, shown in the notebook as a one-row table (IPython Markdown).
+
+    Args: model, data, budget: e.g. "Transformer d128", "TinyStories", "20 min, 2.1M tokens"; val_loss: in nats;
+        sample: a generated text, cut to 100 characters. Used as ``display(result_row(...))`` in 01 to 06."""
+    from IPython.display import Markdown
+
+    sample = sample if len(sample) <= 100 else sample[:99] + "…"
+    return Markdown(f"{RESULT_MARK}\n" + md_table(RESULT_HEADER, [[model, data, budget, f"{val_loss:.3f}", sample]]))
+
+
+def show_source(obj):
+    """The source of a function or class as a Python block headed by its file and lines (IPython Markdown);
+    answers.md shows only a link to those lines. Used where the implementation is the answer (02 to 05)."""
+    from IPython.display import Markdown
+
+    from pico_helpers.workbook.notebook_answers import repo_path
+
+    lines, start = inspect.getsourcelines(obj)
+    where = f"{repo_path(inspect.getsourcefile(obj))}#L{start}-L{start + len(lines) - 1}"
+    fence = "````" if "```" in "".join(lines) else "```"
+    return Markdown(f"{SOURCE_MARK.format(where)}\n`{where.split('#')[0]}` lines {start}-{start + len(lines) - 1}\n\n"
+                    f"{fence}python\n{''.join(lines).rstrip()}\n{fence}")
 
 
 # --- samples ---
@@ -77,10 +104,8 @@ def sample_table(model, enc, prompt: str, max_new_tokens: int = 20, count: bool 
 # --- timing ---
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, device=None) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` timed calls, after ``warmup`` untimed ones.
-
-    Args: fn: called with no arguments; repeats: >= 1; warmup: untimed calls first;
-        device: on CUDA each call is bracketed by torch.cuda.synchronize(). Used in 01_embeddings to 04_transformer."""
+    """Median wall time of ``fn()`` in seconds over ``repeats`` timed calls after ``warmup`` untimed ones; on CUDA
+    each call is bracketed by torch.cuda.synchronize(). Used in 01_embeddings to 04_transformer."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     sync = torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else lambda: None
