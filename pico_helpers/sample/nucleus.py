@@ -30,35 +30,34 @@ def _softmax(logits: torch.Tensor, p: float, temperature: float) -> torch.Tensor
                          "logits unchanged, below 1 sharpens, above 1 flattens")
     z = logits.detach().float().reshape(-1, logits.shape[-1])  # (B, V)
     probs = torch.softmax(z if temperature == 1.0 else z / temperature, dim=-1)
-    # A NaN (or +inf, or all -inf) logit makes the whole softmax row NaN.
-    if torch.isnan(probs.amax(dim=-1)).any():
+    # A NaN (or +inf, or all -inf) logit makes the whole softmax row NaN, so its first entry tells.
+    if torch.isnan(probs[:, 0]).any():
         raise ValueError("logits contain NaN or +inf (or a row is all -inf); check the model's output")
     return probs
 
 
 def _cut(vals: torch.Tensor, p: float):
-    """Where the nucleus ends in descending probabilities (B, m): (threshold t (B, 1), n_kept (B,), mass (B, 1)).
+    """Where the nucleus ends in descending probabilities (B, m): (threshold t (B, 1), n_kept (B,), cumsum (B, m)).
     If the cumulative sum never reaches p within these m values, t is the last value and all m are kept."""
     csum = vals.double().cumsum(dim=-1)  # (B, m), in float64 so that 50,257 additions do not drift
     # csum never decreases, so the number of sums below p is the index of the first one that reaches it
     first = (csum < p - REACH_TOL).sum(dim=-1, keepdim=True)  # (B, 1)
     t = vals.gather(-1, first.clamp(max=vals.shape[-1] - 1))  # (B, 1), the threshold probability
     n_kept = (vals >= t).sum(dim=-1)  # (B,): the ties of t are kept too
-    mass = csum.gather(-1, n_kept[:, None] - 1).float()  # (B, 1)
-    return t, n_kept, mass
+    return t, n_kept, csum
 
 
 def _nucleus(probs: torch.Tensor, p: float):
-    """(B, V) probabilities -> (vals (B, m) descending, their ids (B, m), t, n_kept, mass) as in ``_cut``."""
+    """(B, V) probabilities -> (vals (B, m) descending, their ids (B, m), t, n_kept, csum) as in ``_cut``."""
     k = min(TOP_K, probs.shape[-1])
     vals, ids = torch.topk(probs, k, dim=-1)  # (B, k) descending
-    t, n_kept, mass = _cut(vals, p)
+    t, n_kept, csum = _cut(vals, p)
     # If a row keeps fewer than k, its last candidate is below t, and so is every token outside the top k:
     # the cut is final. Keeping all k means p was not reached, or t's ties may go on: sort everything.
     if not (n_kept < k).all():
         vals, ids = torch.sort(probs, dim=-1, descending=True)  # (B, V)
-        t, n_kept, mass = _cut(vals, p)  # if p is never reached (rounding), all V are kept
-    return vals, ids, t, n_kept, mass
+        t, n_kept, csum = _cut(vals, p)  # if p is never reached (rounding), all V are kept
+    return vals, ids, t, n_kept, csum
 
 
 # --- public API ---
@@ -70,7 +69,8 @@ def nucleus_probs(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.
     Returns float32 probabilities shaped like ``logits``, exactly 0 outside the nucleus."""
     probs = _softmax(logits, p, temperature)  # (B, V)
     if p < 1.0:
-        _, _, t, _, mass = _nucleus(probs, p)
+        _, _, t, n_kept, csum = _nucleus(probs, p)
+        mass = csum.gather(-1, n_kept[:, None] - 1).float()  # (B, 1), the kept probability
         probs = torch.where(probs >= t, probs / mass, 0.0)  # (B, V)
     return probs.reshape(logits.shape)
 
@@ -86,9 +86,8 @@ def nucleus_sampling(logits: torch.Tensor, p: float = 0.95, temperature: float =
     if p >= 1.0:
         ids = torch.multinomial(probs.to(device), 1, generator=generator)[:, 0].to(probs.device)
         return ids.reshape(logits.shape[:-1])
-    vals, ids, _, n_kept, _ = _nucleus(probs, p)
-    width = int(n_kept.max())  # draw among the kept columns only, not among all V
-    kept = torch.arange(width, device=vals.device) < n_kept[:, None]  # (B, width)
-    weights = torch.where(kept, vals[:, :width], 0.0)  # multinomial renormalises them itself
+    vals, ids, t, n_kept, _ = _nucleus(probs, p)
+    vals = vals[:, :int(n_kept.max())]  # (B, width): draw among the kept columns only, not among all V
+    weights = torch.where(vals >= t, vals, 0.0)  # a row's first n_kept; multinomial renormalises them itself
     col = torch.multinomial(weights.to(device), 1, generator=generator).to(vals.device)  # (B, 1)
-    return ids[:, :width].gather(-1, col)[:, 0].reshape(logits.shape[:-1])
+    return ids.gather(-1, col)[:, 0].reshape(logits.shape[:-1])
