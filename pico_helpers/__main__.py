@@ -5,18 +5,30 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "export"]
+__all__ = ["main", "export"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line: one subcommand, ``export``."""
+def export(executed: Path, out: Path, notebooks: Path = ROOT / "notebooks", force: bool = False) -> int:
+    """Run the export and print its report; 0 on success, 2 (one line on stderr) on a file or usage error."""
+    from pico_helpers.workbook.export import export_answers
+
+    try:
+        print(export_answers(executed, out, notebooks, force=force))
+        return 0
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def main(argv=None) -> int:
+    """Parse ``argv`` (one subcommand, ``export``) and run it; its exit code."""
     parser = argparse.ArgumentParser(prog="python -m pico_helpers", description=__doc__.splitlines()[0])
     cmd = parser.add_subparsers(dest="command", metavar="command", required=True).add_parser(
         "export", help="write answers.md from the executed notebooks",
-        description="Collect the '### Answer Q2.1' cells of the source notebooks, with the outputs of the code cells "
-                    "above each answer in the executed copies, into one markdown file.")
+        description="Collect the '### Answer Q2.1' cells of the source notebooks, in question order, with the outputs "
+                    "of the code cells above each answer in the executed copies, into one markdown file.")
     cmd.add_argument("--executed", type=Path, default=ROOT / "build" / "quick",
                      help="folder of executed notebooks (default: build/quick; build/full after `make workbook QUICK=0`)")
     cmd.add_argument("--out", type=Path, help="markdown file to write, answers_files/ beside it (default: "
@@ -25,25 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder of the source notebooks NN_name.ipynb (default: notebooks)")
     cmd.add_argument("--force", action="store_true", help="export even if answers lose the outputs the current "
                      "answers.md shows, or a file in answers_files/ the export did not write is overwritten")
-    return parser
-
-
-def export(executed: Path, out: Path, notebooks: Path = ROOT / "notebooks", force: bool = False) -> int:
-    """Run the export and print its report; 0 on success, 2 (one line on stderr) on a file or usage error."""
-    from pico_helpers.workbook.export import export_answers
-
-    try:
-        report = export_answers(executed, out, notebooks, force=force)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(report)
-    return 0
-
-
-def main(argv=None) -> int:
-    """Parse ``argv`` and run the export; its exit code."""
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     out = args.out or (ROOT / "answers.md" if args.executed.name == "full" else ROOT / "build" / "answers.md")
     return export(args.executed, out, args.notebooks, args.force)
 

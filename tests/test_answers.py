@@ -106,7 +106,9 @@ def test_headings_order_figures_tables_and_widget_note(tmp_path, png_bytes):
     assert TABLE_MD in section21  # text/markdown as-is
     assert "   a  b\n0  1  2" in section21  # text/html-only table falls back to text/plain
     assert "Using device: cpu" in section21 and "epoch 1" in section21
-    assert "(60 lines cut)" in section21 and "step 99" in section21 and "step 39\n" not in section21  # tail kept
+    # A printed log of more than 8 lines is left out with one line; short prints (and the tqdm bar) are kept.
+    assert "(100 lines of log omitted; see the notebook)" in section21 and "step " not in section21
+    assert "```text\nepoch 1\n```" in section21
     section22 = md[i22:i23]
     assert "_(interactive widget: open the notebook)_" in section22 and "FloatSlider" not in section22
     assert "UserWarning" not in section22  # a cell that only warns on stderr is not evidence
@@ -178,8 +180,8 @@ def test_missing_and_unanswered_are_listed_in_report_and_file(tmp_path, png_byte
     assert "- Q2.4 (02_kgram_mlp): speed of the vectorised model" in end
     assert "- Q2.3 (02_kgram_mlp)" in end
     assert "_Unanswered so far._" in md
-    # Every expected answer has a section in notebook order, a missing one where the table puts it.
-    assert md.index("## Q1.4:") < md.index("## Q2.1:") < md.index("## Q2.3:") < md.index("## Q2.4:") < md.index("## Q1.5:")
+    # Every expected answer has a section in question order (Q1.5 of 03 before Q2.1 of 02), a missing one too.
+    assert md.index("## Q1.4:") < md.index("## Q1.5:") < md.index("## Q2.1:") < md.index("## Q2.3:") < md.index("## Q2.4:")
     assert "_Missing: no `### Answer Q2.4` cell in " in md
     assert "## E7: training on one more dataset\n\n_Missing: no `### Answer E7` cell in" in md
     assert "(that notebook does not exist yet)" in md[md.index("## E7:"):]
@@ -342,11 +344,12 @@ def test_workbook_records_the_run_in_notebook_metadata(tmp_path, monkeypatch):
 
 
 def test_pasted_images_are_saved_and_a_missing_answer_keeps_its_place(tmp_path, png_bytes):
+    pasted = png_bytes + b"pasted"  # other bytes than the cell's figure
     cells = source_cells()[:4] + [new_markdown_cell("### Answer Q2.2\nSee ![loss](attachment:loss.png).", id="a",
-                                                    attachments={"loss.png": {"image/png": base64.b64encode(png_bytes).decode()}})]
+                                                    attachments={"loss.png": {"image/png": base64.b64encode(pasted).decode()}})]
     src_dir, exe_dir, target = write_pair(tmp_path, png_bytes, cells=cells)
     report, md = export(src_dir, exe_dir, target)
-    assert (target.parent / "answers_files" / "02_kgram_mlp_Q2.2_a1.png").read_bytes() == png_bytes
+    assert (target.parent / "answers_files" / "02_kgram_mlp_Q2.2_a1.png").read_bytes() == pasted
     assert "See ![loss](answers_files/02_kgram_mlp_Q2.2_a1.png)." in md
     assert md.index("## Q2.1:") < md.index("## Q2.2:")  # Q2.1 is missing but still listed before Q2.2
     assert "Wrote " in report and "1 answer from 1 notebook " in report

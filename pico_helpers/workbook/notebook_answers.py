@@ -11,9 +11,7 @@ __all__ = ["EXPECTED_ANSWERS", "ANSWER_ID", "Answer", "Notebook", "find_answers"
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-# --- the answers the course asks for, per notebook (ids follow the course's numbering) ---
-
+# The answers the course asks for, per notebook (ids follow the course's numbering).
 EXPECTED_ANSWERS: dict[str, tuple[tuple[str, str], ...]] = {
     "01_embeddings": (("Q1.1", "sanity check (LSTM on 3seqs)"), ("Q1.2", "LSTM on TinyStories"),
                       ("Q1.3", "why torch.nn.Embedding is useful"), ("Q1.4", "what the embedding inspector shows")),
@@ -42,19 +40,19 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\
 _PLACEHOLDER = re.compile(r"\bTODO\b|_your answer here_|\*your answer here\*", re.IGNORECASE)
 
 
-# --- reading answers from a notebook ---
+# --- answers in a source notebook ---
 
 @dataclass
 class Answer:
-    """One answer cell: id, title, the notebook it sits in, and its text (heading removed)."""
+    """One answer cell: id, title, its notebook's stem, its text (heading removed) and the code cells above it."""
 
     id: str
     title: str
-    notebook: str  # stem, e.g. "02_kgram_mlp"
+    notebook: str
     cell_index: int
     body: str
     attachments: dict = field(default_factory=dict)
-    evidence_cells: list[int] = field(default_factory=list)  # indices of code cells in the source notebook
+    evidence_cells: list[int] = field(default_factory=list)
 
     @property
     def unanswered(self) -> bool:
@@ -71,53 +69,43 @@ def cell_source(cell) -> str:
 
 def _parse_heading(line: str):
     """``### Answer Q2.1: title`` -> (level, id, title); (level, None, rest) if the id is malformed; None."""
-    m = _HEADING.match(line.strip())
-    if not m:
+    if not (m := _HEADING.match(line.strip())):
         return None
     level, rest = len(m.group(1)), m.group(2).strip()
-    m_id = _HEADING_ID.match(rest)
-    if not m_id:
+    if not (m_id := _HEADING_ID.match(rest)):
         return level, None, rest
     return level, m_id.group(1).upper(), re.sub(r"\s+#+$", "", m_id.group(2)).strip()  # '### x ###' closes
 
 
-def find_answers(nb, stem: str, warnings: list[str] | None = None) -> list[Answer]:
-    """The answer cells of a notebook in order, each with the code cells above it as its evidence.
-    Args: nb: the SOURCE nbformat notebook; stem: its file name without .ipynb; warnings: collects messages."""
-    warnings = [] if warnings is None else warnings
+def find_answers(nb, stem: str, warnings: list[str]) -> list[Answer]:
+    """The answer cells of the SOURCE notebook ``nb`` in order, each with the code cells above it as its evidence."""
     answers, pending = [], []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "markdown":
             pending += [i] if cell.cell_type == "code" else []
             continue
         lines = cell_source(cell).strip("\n").split("\n")
-        first = lines[0] if lines else ""
-        parsed = _parse_heading(first)
+        parsed = _parse_heading(lines[0])
         if parsed is None or (parsed[1] is None and parsed[0] != 3):
-            later = [ln for ln in lines[1:] if (p := _parse_heading(ln)) and p[1]]
-            if later:
+            if later := [ln for ln in lines[1:] if (p := _parse_heading(ln)) and p[1]]:
                 warnings.append(f"{stem}: markdown cell {i} has '{later[0].strip()}' below its first line; the export "
                                 "only reads an answer heading on a cell's FIRST line: split the cell or move the heading up")
-            continue
-        level, answer_id, title = parsed
-        if answer_id is None:
-            warnings.append(f"{stem}: cell {i} heading '{first.strip()}' has no answer id the export understands; "
+        elif parsed[1] is None:
+            warnings.append(f"{stem}: cell {i} heading '{lines[0].strip()}' has no answer id the export understands; "
                             "write it as '### Answer Q2.1: title' or '### Answer E3: title'")
-            continue
-        if level != 3:
-            warnings.append(f"{stem}: answer {answer_id} uses a level-{level} heading; the workbook's convention is "
-                            f"'### Answer {answer_id}' (exported anyway)")
-        body = "\n".join(lines[1:]).strip("\n")
-        answers.append(Answer(answer_id, title, stem, i, body, dict(cell.get("attachments") or {}), pending))
-        pending = []
+        else:
+            if parsed[0] != 3:
+                warnings.append(f"{stem}: answer {parsed[1]} uses a level-{parsed[0]} heading; the workbook's "
+                                f"convention is '### Answer {parsed[1]}' (exported anyway)")
+            body = "\n".join(lines[1:]).strip("\n")
+            answers.append(Answer(parsed[1], parsed[2], stem, i, body, dict(cell.get("attachments") or {}), pending))
+            pending = []
     return answers
 
 
-# --- cleaning outputs ---
-
 def clean_stream_text(text: str) -> str:
     """Printed text as a terminal shows it at the end: no ANSI colours, a \\r-redrawn line (tqdm) in its last state."""
-    lines = [([p for p in line.split("\r") if p.strip()] or [""])[-1].rstrip()  # a tqdm bar: its last state
+    lines = [([p for p in line.split("\r") if p.strip()] or [""])[-1].rstrip()
              for line in _ANSI.sub("", text.replace("\r\n", "\n")).split("\n")]
     return "\n".join(lines).rstrip("\n")
 
@@ -131,14 +119,13 @@ class Notebook:
     stem: str
     path: Path
     nb: object
-    executed_path: Path | None = None
     ran: bool = False
     stale: dict = field(default_factory=dict)  # source cell index -> reason
     run_meta: dict | None = None
-    ran_cells: dict = field(default_factory=dict)  # cell id -> executed cell
+    ran_cells: dict = field(default_factory=dict)  # cell key -> executed cell, in the executed order
 
 
-def repo_path(path: Path) -> str:
+def repo_path(path) -> str:
     """A path relative to the repository when it lies inside it (stable across machines)."""
     path = Path(os.path.abspath(path))
     return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.as_posix()
@@ -166,38 +153,34 @@ def load_notebooks(source_dir: Path, executed_dir: Path, warnings: list[str]) ->
     """Every source notebook NN_name.ipynb with its executed copy, its run metadata and its stale cells."""
     notebooks = []
     for path in sorted(source_dir.glob("[0-9][0-9]_*.ipynb")):
-        nb = _read_notebook(path, "repair it in Jupyter or restore it with `git checkout -- <file>`")
-        entry, copy = Notebook(path.stem, path, nb), executed_dir / path.name
+        entry, copy = Notebook(path.stem, path, _read_notebook(path, "repair it in Jupyter or restore it with "
+                                                                    "`git checkout -- <file>`")), executed_dir / path.name
         why = "has no executed copy"
         if copy.is_file():
             executed = _read_notebook(copy, "delete it and run the notebook again (`make workbook`)")
-            entry.executed_path, why = copy, "has an executed copy without outputs"
+            why = "has an executed copy without outputs"
             entry.ran_cells = {cell_key(c, i): c for i, c in enumerate(executed.cells)}
             entry.ran = any(c.get("outputs") or c.get("execution_count") is not None
                             for c in executed.cells if c.cell_type == "code")
             entry.run_meta = dict(executed.metadata.get("pico") or {}) or None
         if entry.ran:
-            _check_stale(entry, warnings)
+            _check_stale(entry, copy.stat().st_mtime < path.stat().st_mtime, warnings)
         else:
             warnings.append(f"{path.stem}: {why} in {repo_path(executed_dir)}/ (not executed): its answers lack "
-                            f"evidence; run `make workbook` (or `python -m pico_helpers.workbook --only {path.stem[:2]}`) "
-                            "to produce it")
+                            f"evidence; run `make workbook` (or `python -m pico_helpers.workbook --only {path.stem[:2]}`)")
         notebooks.append(entry)
-    sources = {p.name for p in source_dir.glob("[0-9][0-9]_*.ipynb")}
-    for extra in sorted(executed_dir.glob("[0-9][0-9]_*.ipynb")):
-        if extra.name not in sources:
-            warnings.append(f"{repo_path(extra)} has no source notebook in {repo_path(source_dir)}/; skipped")
+    warnings += [f"{repo_path(extra)} has no source notebook in {repo_path(source_dir)}/; skipped" for extra in
+                 sorted(executed_dir.glob("[0-9][0-9]_*.ipynb")) if not (source_dir / extra.name).is_file()]
     return notebooks
 
 
-def _check_stale(entry: Notebook, warnings: list[str]) -> None:
-    """Mark source code cells whose executed copy is missing or ran different code."""
+def _check_stale(entry: Notebook, older: bool, warnings: list[str]) -> None:
+    """Mark source code cells whose executed copy is missing or ran other code (``older``: the copy is older)."""
     changed, added = [], []
     for i, cell in enumerate(entry.nb.cells):
+        ran = entry.ran_cells.get(key := cell_key(cell, i))
         if cell.cell_type != "code":
             continue
-        key = cell_key(cell, i)
-        ran = entry.ran_cells.get(key)
         if ran is None or ran.cell_type != "code":
             entry.stale[i] = "this cell is not in the executed copy (added after the run): no outputs"
             added.append(f"{key} (cell {i})")
@@ -205,7 +188,6 @@ def _check_stale(entry: Notebook, warnings: list[str]) -> None:
             entry.stale[i] = "this cell's code changed after the run: the outputs below may be stale"
             changed.append(f"{key} (cell {i})")
     if changed:
-        older = entry.executed_path.stat().st_mtime < entry.path.stat().st_mtime
         when = " The outputs are older than the code (the executed copy is older than the source notebook)." if older else ""
         warnings.append(f"{entry.stem}: code changed since execution in cell(s) {', '.join(changed)}; their "
                         f"outputs are stale.{when} Re-run the notebook to refresh them.")
