@@ -318,7 +318,7 @@ def test_loss_plot_has_log_axis_and_labels(setup, tmp_path):
     h = fit(cfg.replace(output_dir=str(tmp_path), epochs=1, max_steps_per_epoch=10), corpus, "lstm_3seqs")
     ax = plots.loss_figure(h).axes[0]
     assert ax.get_yscale() == "log" and "step" in ax.get_xlabel() and "nats" in ax.get_ylabel()
-    assert ax.get_title().startswith("lstm_3seqs on 3seqs.txt")
+    assert ax.get_title() == "LSTM on 3seqs: training and validation loss"
     assert [line.get_label() for line in ax.lines][1:] == ["lstm_3seqs: training loss (running mean of 5 steps)",
                                                           "lstm_3seqs: validation loss"]
 

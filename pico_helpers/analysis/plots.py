@@ -2,8 +2,10 @@
 Used by train() (its LossPlot callback) in every notebook and by pico.py, which saves the figure as loss.png."""
 from __future__ import annotations
 
-__all__ = ["plot_history", "plot_histories", "loss_figure", "LiveLossPlot", "in_notebook", "new_axes", "bare_figure",
-           "png_image", "running_mean"]
+from pathlib import Path
+
+__all__ = ["plot_history", "plot_histories", "loss_figure", "loss_title", "LiveLossPlot", "in_notebook", "new_axes",
+           "bare_figure", "png_image", "running_mean"]
 
 LOSS_LABEL = "loss (cross-entropy, nats per token)"
 
@@ -61,12 +63,31 @@ def _window(n_steps: int) -> int:
     return max(5, n_steps // 50)  # about 2 % of the run: smooth, yet a trend of a few % of the steps still shows
 
 
+MODEL_WORDS = {"transformer": "Transformer", "lstm": "LSTM", "kgram": "K-gram MLP"}  # class or run name -> words
+
+
+def loss_title(history, model=None) -> str:
+    """The default title in words, e.g. "Transformer on TinyStories: training and validation loss".
+    The model is named by its class (else by a word of the run's name), the data by the config's sources."""
+    kind = (type(model).__name__ if model is not None else history.model).lower()
+    who = next((words for key, words in MODEL_WORDS.items() if key in kind), history.model)
+    weight, files = history.config.get("tinystories_weight", 0.0), history.config.get("input_files", [])
+    data = ["TinyStories"] * (weight > 0) + [Path(f).stem for f in files if weight < 1]
+    return f"{who} on {' + '.join(data) or 'its data'}: training and validation loss"
+
+
 def _finish_axes(ax, title: str, ylabel: str = LOSS_LABEL):
+    """Log y-axis with plain-number tick labels (1, 2, 5 per decade; more over a narrower range), labels, legend."""
     from matplotlib.ticker import FuncFormatter
 
-    ax.set_yscale("log")  # plain numbers on the log axis, the in-between ticks labelled at 2, 3 and 5
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}" if f"{y:.0e}"[0] in "235" else ""))
+    def label(y, _):
+        lo, hi = ax.get_ylim()
+        shown = "123456789" if hi < 10 * lo else "1235" if hi < 100 * lo else "125"  # leading digits labelled
+        return f"{y:g}" if f"{y:.0e}"[0] in shown else ""
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(label))
+    ax.yaxis.set_minor_formatter(FuncFormatter(label))
     ax.set(xlabel="training step (one batch each)", ylabel=ylabel)
     ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3, which="both")
@@ -76,9 +97,9 @@ def _finish_axes(ax, title: str, ylabel: str = LOSS_LABEL):
 
 
 def plot_history(history, ax=None, title: str | None = None, smooth: int | None = None, color=None):
-    """Draw one run: light per-step training loss, its running mean, and validation loss at its steps.
+    """Draw one run: light per-step training loss, its running mean, and validation loss as joined markers.
 
-    Args: history from train(); ax (new figure if None); title: default "<run> on <data>";
+    Args: history from train(); ax (new figure if None); title: default ``loss_title(history)``;
         smooth: running-mean window in steps, default about 2 % of the steps (at least 5). Returns the Axes."""
     ax, losses = new_axes(ax), history.step_loss
     if losses:
@@ -90,10 +111,9 @@ def plot_history(history, ax=None, title: str | None = None, smooth: int | None 
                 label=f"{history.model}: training loss (running mean of {window} steps)")
     val = [(s, v) for s, v in history.val_points if v is not None]
     if val:
-        ax.plot(*zip(*val), "o--", ms=5, color=color, mec="black", mfc="white",
+        ax.plot(*zip(*val), "o--", ms=4, lw=1.0, color=color, mec="black", mfc="white",
                 label=f"{history.model}: validation loss")
-    data = history.data.split(", tinystories_weight")[0]  # the sources, without the sizes and switches
-    return _finish_axes(ax, title or f"{history.model} on {data or 'its data'}")
+    return _finish_axes(ax, title or loss_title(history))
 
 
 def plot_histories(histories: dict, title: str, ax=None, what: str = "val"):

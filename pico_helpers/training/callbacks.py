@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from pico_helpers.analysis.plots import LiveLossPlot, loss_figure
+from pico_helpers.analysis.plots import LiveLossPlot, loss_figure, loss_title
 
 __all__ = ["Callback", "LossPlot", "TextSamples"]
 
@@ -26,20 +26,21 @@ class Callback:
 
 
 class LossPlot(Callback):
-    """The run's loss figure: redrawn in place in Jupyter (``live``; default only there) at each validation point
-    and epoch end, and written to the RunStore ``store``'s loss.png at the end."""
+    """The run's loss figure, titled ``loss_title(history, model)``: redrawn in place in Jupyter (``live``; default
+    only there) at each validation point and epoch end, and written to the RunStore ``store``'s loss.png at the end."""
 
     def __init__(self, store, live: bool | None = None):
         self.store, self.plot = store, LiveLossPlot(live=live)
 
     def on_eval(self, history, model) -> None:
+        self.plot.title = loss_title(history, model)
         self.plot.update(history)
 
     on_epoch_end = on_eval
 
     def on_train_end(self, history, model) -> None:
-        self.plot.update(history)
-        history.figure = str(self.store.save_figure(loss_figure(history)))
+        self.on_eval(history, model)
+        history.figure = str(self.store.save_figure(loss_figure(history, self.plot.title)))
 
 
 class TextSamples(Callback):
