@@ -16,19 +16,18 @@ def export(executed: Path, out: Path, notebooks: Path = ROOT / "notebooks", forc
 
     try:
         print(export_answers(executed, out, notebooks, force=force))
-        return 0
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
 
 
 def main(argv=None) -> int:
     """Parse ``argv`` (one subcommand, ``export``) and run it; its exit code."""
-    parser = argparse.ArgumentParser(prog="python -m pico_helpers", description=__doc__.splitlines()[0])
-    cmd = parser.add_subparsers(dest="command", metavar="command", required=True).add_parser(
-        "export", help="write answers.md from the executed notebooks",
-        description="Collect the '### Answer Q2.1' cells of the source notebooks, in question order, with the outputs "
-                    "of the code cells above each answer in the executed copies, into one markdown file.")
+    parser = argparse.ArgumentParser(prog="python -m pico_helpers", description=__doc__)
+    cmd = parser.add_subparsers(dest="command", metavar="command", required=True).add_parser("export", description=(
+        "Collect the '### Answer Q2.1' cells of the source notebooks, in question order, with the outputs of the code "
+        "cells above each answer in the executed copies, into one markdown file."), help="write answers.md")
     cmd.add_argument("--executed", type=Path, default=ROOT / "build" / "quick",
                      help="folder of executed notebooks (default: build/quick; build/full after `make workbook QUICK=0`)")
     cmd.add_argument("--out", type=Path, help="markdown file to write, answers_files/ beside it (default: "

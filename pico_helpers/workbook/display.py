@@ -50,10 +50,8 @@ SOURCE_MARK = "<!-- pico:source {} -->"  # the export shows a link to the file a
 
 
 def result_row(model: str, data: str, budget: str, val_loss: float, sample: str):
-    """One row of answers.md's results table, shown in the notebook as a one-row table (IPython Markdown).
-
-    Args: model, data, budget: e.g. "Transformer d128", "TinyStories", "20 min, 2.1M tokens"; val_loss: in nats;
-        sample: a generated text, cut to 100 characters. Used as ``display(result_row(...))`` in 01 to 06."""
+    """One row of answers.md's results table (a one-row table in the notebook), e.g. ``display(result_row("Transformer",
+    "TinyStories", "20 min, 2.1M tokens", 2.61, text))``; ``sample`` is cut to 100 characters. Used in 01 to 06."""
     from IPython.display import Markdown
 
     sample = sample if len(sample) <= 100 else sample[:99] + "…"
@@ -68,34 +66,25 @@ def show_source(obj):
     from pico_helpers.workbook.notebook_answers import repo_path
 
     lines, start = inspect.getsourcelines(obj)
-    where = f"{repo_path(inspect.getsourcefile(obj))}#L{start}-L{start + len(lines) - 1}"
-    fence = "````" if "```" in "".join(lines) else "```"
-    return Markdown(f"{SOURCE_MARK.format(where)}\n`{where.split('#')[0]}` lines {start}-{start + len(lines) - 1}\n\n"
-                    f"{fence}python\n{''.join(lines).rstrip()}\n{fence}")
+    path, end, code = repo_path(inspect.getsourcefile(obj)), start + len(lines) - 1, "".join(lines).rstrip()
+    fence = "````" if "```" in code else "```"
+    return Markdown(f"{SOURCE_MARK.format(f'{path}#L{start}-L{end}')}\n`{path}` lines {start}-{end}\n\n"
+                    f"{fence}python\n{code}\n{fence}")
 
 
 # --- samples ---
 
 def continues_count(prompt: str, text: str) -> int:
     """How many numbers after ``prompt`` in ``text`` (prompt included) continue its count: last + 1, + 2, ..."""
-    last, n = int(prompt.split()[-1]), 0
-    for word in text[len(prompt):].split():
-        if word != str(last + n + 1):
-            break
-        n += 1
-    return n
-
-
-SAMPLE_DECODINGS = (("greedy", None), ("top-p 0.95", 0.95), ("top-p 1.0", 1.0))  # the starter's three samples
+    last, words = int(prompt.split()[-1]), text[len(prompt):].split()
+    return next((k for k, word in enumerate(words) if word != str(last + k + 1)), len(words))
 
 
 def sample_table(model, enc, prompt: str, max_new_tokens: int = 20, count: bool = False, seed: int = 0) -> str:
-    """The starter's three continuations of ``prompt`` as a markdown table: greedy, top-p 0.95 and top-p 1.0.
-
-    Args: model, enc; prompt; max_new_tokens; seed: for the top-p samples;
-        count: add a column of continues_count, for prompts such as "0 1 2 3 4". Used in 01_embeddings.ipynb."""
+    """The starter's three continuations of ``prompt`` (greedy, top-p 0.95 and 1.0, ``seed``) as a markdown table;
+    ``count`` adds a column of continues_count, for prompts such as "0 1 2 3 4". Used in 01_embeddings.ipynb."""
     rows = []
-    for label, top_p in SAMPLE_DECODINGS:
+    for label, top_p in (("greedy", None), ("top-p 0.95", 0.95), ("top-p 1.0", 1.0)):
         text, _ = generate_text(model, enc, prompt, max_new_tokens=max_new_tokens, top_p=top_p, seed=seed)
         rows.append([label, text] + ([continues_count(prompt, text)] if count else []))
     return md_table(["decoding", "sample"] + (["numbers continuing the count"] if count else []), rows)

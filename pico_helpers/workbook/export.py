@@ -28,16 +28,12 @@ MANIFEST = ".manifest.json"  # in answers_files/: {"answers": file name, "sha256
 _OWN_FILE = re.compile(rf"^\d\d_[\w\-]+_{ANSWER_ID}_a?\d+\.(?:png|jpg|svg)$")
 
 
-def _joined(value) -> str:
-    return "".join(value) if isinstance(value, list) else str(value)
-
-
 def question_key(answer_id: str) -> tuple:
     """Sort key in the course's order: Q1.1 < Q1.6 < Q2.1 < ... < Q4.4 < E1 < ... < E7."""
     return (answer_id.upper().startswith("E"), *map(int, re.findall(r"\d+", answer_id)))
 
 
-# --- one answer's section ---
+# --- one answer's section (nbformat.read has joined every multi-line string) ---
 
 def _text_block(text: str) -> str:
     """Printed text as a code block, or one line for a log longer than MAX_LOG_LINES."""
@@ -51,8 +47,7 @@ def _image(bundle: dict):
     """(file extension, bytes) of the first image in a mime bundle, or None."""
     for mime, ext in IMAGE_MIMES:
         if mime in bundle:
-            raw = _joined(bundle[mime])
-            return ext, raw.encode("utf-8") if mime == "image/svg+xml" else base64.b64decode(raw)
+            return ext, bundle[mime].encode("utf-8") if ext == "svg" else base64.b64decode(bundle[mime])
     return None
 
 
@@ -64,17 +59,17 @@ def _render_outputs(entry: Notebook, answer: Answer, cell_index: int, warnings: 
     for out in ran.get("outputs", []) if ran is not None and ran.cell_type == "code" else []:
         last = outputs[-1] if outputs else {}
         if out.get("output_type") == last.get("output_type") == "stream" and last.get("name") == out.get("name"):
-            outputs[-1] = {**last, "text": _joined(last["text"]) + _joined(out.get("text", ""))}
+            outputs[-1] = {**last, "text": last["text"] + out.get("text", "")}
         else:
             outputs.append(out)
-    if not any(o.get("output_type") != "stream" or (o.get("name") != "stderr" and  # only warnings: no evidence
-               clean_stream_text(_joined(o.get("text", ""))).strip()) for o in outputs):
+    if not any(o.get("output_type") != "stream" or (o.get("name") != "stderr" and clean_stream_text(o.get("text", "")))
+               for o in outputs):  # nothing, or only warnings: no evidence
         return []
     chunks = [f"> Note: {entry.stale[cell_index]}."] if cell_index in entry.stale else []
     for out in outputs:
         kind, data = out.get("output_type"), out.get("data", {})
-        markdown = _joined(data.get("text/markdown", ""))
-        if kind == "stream" and (text := clean_stream_text(_joined(out.get("text", "")))).strip():
+        markdown = data.get("text/markdown", "")
+        if kind == "stream" and (text := clean_stream_text(out.get("text", ""))).strip():
             chunks.append(_text_block(text))
         elif kind == "error":
             ename, evalue = out.get("ename", "Error"), clean_stream_text(str(out.get("evalue", "")))
@@ -92,10 +87,8 @@ def _render_outputs(entry: Notebook, answer: Answer, cell_index: int, warnings: 
             chunks.append(f"[{source.group(1)}]({source.group(1)})")
         elif markdown:
             chunks.append(markdown.strip("\n"))
-        elif "text/plain" in data:
-            chunks.append(_text_block(clean_stream_text(_joined(data["text/plain"]))))
-        elif "text/html" in data:
-            chunks.append("_(HTML output without a text version: open the notebook)_")
+        elif "text/plain" in data:  # e.g. a value, or HTML (a DataFrame) by its text version
+            chunks.append(_text_block(clean_stream_text(data["text/plain"])))
     return chunks
 
 
@@ -127,23 +120,42 @@ def _render_answer(entry: Notebook, answer: Answer, heading: str, figures: dict,
     return "\n".join(lines + ["**Answer:**", "", body]) + "\n"
 
 
+# --- the whole file ---
+
 def _run_line(notebooks: list[Notebook], warnings: list[str]) -> tuple[str, set]:
     """'Run: quick mode, executed 2025-05-01, commit abc1234.' from the executed notebooks' metadata."""
-    ran = [n for n in notebooks if n.ran]
-    metas = {n.stem: n.run_meta for n in ran if n.run_meta}
-    if not metas:
-        return "Run: " + ("unknown (no run metadata in the executed notebooks)." if ran else "none (no executed notebooks)."), set()
+    metas = {n.stem: n.run_meta or {} for n in notebooks if n.ran}
     modes = {bool(m["quick"]) for m in metas.values() if "quick" in m}
     if len(modes) > 1:
         warnings.append(f"the executed notebooks mix quick and full runs (quick: "
                         f"{', '.join(s for s, m in metas.items() if m.get('quick'))}); re-run them all in one mode")
     dates, commits = (sorted({str(m[k]) for m in metas.values() if m.get(k)}) for k in ("executed", "commit"))
-    parts = ["mixed quick and full mode" if len(modes) > 1 else "quick mode (CI-sized runs)" if True in modes
-             else "full mode" if modes else "unknown mode"]
+    parts = ["none (no executed notebooks)" if not metas else "mixed quick and full mode" if len(modes) > 1 else
+             "quick mode (CI-sized runs)" if True in modes else "full mode" if modes else "unknown mode"]
     parts += [f"executed {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else "")] if dates else []
     parts += [("commit " if len(commits) == 1 else "commits ") + ", ".join(commits)] if commits else []
-    parts += [f"{len(ran) - len(metas)} notebook(s) without run metadata"] if len(metas) < len(ran) else []
     return "Run: " + ", ".join(parts) + ".", modes
+
+
+def _collect(notebooks: list[Notebook], warnings: list[str]) -> list[tuple]:
+    """Every answer in question order: (id, heading, Notebook, Answer), or (id, heading, stem, None) if missing."""
+    expected = {aid: (stem, title) for stem, items in EXPECTED_ANSWERS.items() for aid, title in items}
+    found: dict[str, str] = {}  # answer id -> the notebook it was first found in
+    items = []
+    for entry in notebooks:
+        for answer in find_answers(entry.nb, entry.stem, warnings):
+            if answer.id in found:
+                warnings.append(f"{answer.id} appears twice ({found[answer.id]} and {entry.stem} cell "
+                                f"{answer.cell_index}); both are exported, keep one")
+            elif answer.id not in expected:
+                warnings.append(f"{entry.stem}: {answer.id} is not one of the expected answers; exported anyway")
+            elif expected[answer.id][0] != entry.stem:
+                warnings.append(f"{answer.id} is expected in {expected[answer.id][0]} but found in {entry.stem}")
+            found.setdefault(answer.id, entry.stem)
+            title = answer.title or expected.get(answer.id, ("", ""))[1]
+            items.append((answer.id, f"{answer.id}: {title}" if title else answer.id, entry, answer))
+    items += [(aid, f"{aid}: {title}", stem, None) for aid, (stem, title) in expected.items() if aid not in found]
+    return sorted(items, key=lambda item: question_key(item[0]))
 
 
 # --- what the last export wrote, and what this one would lose ---
@@ -178,8 +190,7 @@ def _with_evidence(md: str) -> list[str]:
 
 def _refuse_losses(target: Path, previous_md: str, text: str, figures: dict, ours: dict, force: bool,
                    executed_dir: Path) -> list[str]:
-    """Raise ValueError, unless ``force``, if the export would strip outputs shown in the previous answers.md or
-    overwrite a file it did not write; return what ``force`` lets go, for the warnings."""
+    """Unless ``force``, refuse (ValueError) to strip shown outputs or overwrite others' files; else warn of them."""
     files_dir = target.parent / "answers_files"
     lost = [aid for aid in _with_evidence(previous_md) if aid not in set(_with_evidence(text))]
     problems = [f"{', '.join(lost)} show outputs in {repo_path(target)} but would have none (their executed notebooks "
@@ -214,40 +225,17 @@ def _write_figures(files_dir: Path, figures: dict, ours: dict, warnings: list[st
     return len(changed), len(removed)
 
 
-def _collect(notebooks: list[Notebook], warnings: list[str]) -> list[tuple]:
-    """Every found or expected answer in question order: (id, heading, Notebook, Answer), (id, heading, stem, None)
-    for a missing one."""
-    expected = {aid: (stem, title) for stem, items in EXPECTED_ANSWERS.items() for aid, title in items}
-    found: dict[str, str] = {}  # answer id -> the notebook it was first found in
-    items = []
-    for entry in notebooks:
-        for answer in find_answers(entry.nb, entry.stem, warnings):
-            if answer.id in found:
-                warnings.append(f"{answer.id} appears twice ({found[answer.id]} and {entry.stem} cell "
-                                f"{answer.cell_index}); both are exported, keep one")
-            elif answer.id not in expected:
-                warnings.append(f"{entry.stem}: {answer.id} is not one of the expected answers; exported anyway")
-            elif expected[answer.id][0] != entry.stem:
-                warnings.append(f"{answer.id} is expected in {expected[answer.id][0]} but found in {entry.stem}")
-            found.setdefault(answer.id, entry.stem)
-            title = answer.title or expected.get(answer.id, ("", ""))[1]
-            items.append((answer.id, f"{answer.id}: {title}" if title else answer.id, entry, answer))
-    items += [(aid, f"{aid}: {title}", stem, None) for aid, (stem, title) in expected.items() if aid not in found]
-    return sorted(items, key=lambda item: question_key(item[0]))
-
-
 def export_answers(executed_dir, target, source_dir=ROOT / "notebooks", force: bool = False) -> str:
-    """Write ``target`` (answers.md) and ``answers_files/`` beside it; return a report to print.
-
-    Args: executed_dir: executed notebooks (build/quick or build/full), for the outputs; target: the markdown file;
-        source_dir: the notebooks NN_name.ipynb, for the answer text; force: export even if it loses evidence."""
+    """Write ``target`` (answers.md) and answers_files/ from the answer text in ``source_dir`` and the outputs in
+    ``executed_dir`` (build/quick or build/full); return a report. ``force``: even if it loses evidence."""
     executed_dir, target, source_dir = Path(executed_dir), Path(target), Path(source_dir)
-    for folder, what in ((source_dir, "source notebook folder (notebooks/: 01_embeddings.ipynb, ...)"),
-                         (executed_dir, "executed notebook folder; run `make workbook` first, or pass --executed build/full")):
+    for folder, what in ((source_dir, "source notebook folder (notebooks/: 01_embeddings.ipynb, ...)"), (executed_dir,
+                         "executed notebook folder; run `make workbook` first, or pass --executed build/full")):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} not found: give the {what}")
     if target.is_dir():
-        raise ValueError(f"the output {target} is a directory; give the markdown file to write, e.g. {target / 'answers.md'}")
+        raise ValueError(f"the output {target} is a directory; give the markdown file to write, e.g. "
+                         f"{target / 'answers.md'}")
     previous_md = target.read_text(encoding="utf-8", errors="replace") if target.exists() else ""
     if previous_md and GENERATED_MARK not in previous_md[:2000]:
         raise FileExistsError(f"{target} exists and was not written by the export (no '{GENERATED_MARK}' line at "
@@ -259,9 +247,6 @@ def export_answers(executed_dir, target, source_dir=ROOT / "notebooks", force: b
         warnings.append("answers.md (the submission) was written from QUICK runs; the full run is `make workbook QUICK=0`")
 
     items, figures, sections = _collect(notebooks, warnings), {}, []
-    missing = [f"{aid} ({where}): {heading.split(': ', 1)[1]}" for aid, heading, where, answer in items if answer is None]
-    unanswered = [f"{aid} ({a.notebook})" for aid, _, _, a in items if a and a.unanswered]
-    no_evidence = [f"{aid} ({where.stem})" for aid, _, where, a in items if a and not where.ran]
     for aid, heading, where, answer in items:
         if answer is None:
             path = repo_path(source_dir / f"{where}.ipynb") + ("`" if any(n.stem == where for n in notebooks)
@@ -269,31 +254,34 @@ def export_answers(executed_dir, target, source_dir=ROOT / "notebooks", force: b
             sections.append(f"## {heading}\n\n_Missing: no `### Answer {aid}` cell in `{path}._\n")
         else:
             sections.append(_render_answer(where, answer, heading, figures, warnings))
-    # The results table: every result_row output, notebooks by their first question, cells in order.
-    order = list(dict.fromkeys(a.notebook for *_, a in items if a)) + [n.stem for n in notebooks]
+    missing = [f"{aid} ({where}): {heading.split(': ', 1)[1]}" for aid, heading, where, answer in items if answer is None]
+    unanswered = [f"{aid} ({a.notebook})" for aid, _, _, a in items if a and a.unanswered]
+    no_evidence = [f"{aid} ({where.stem})" for aid, _, where, a in items if a and not where.ran]
+    # The results table: every result_row output, notebooks by their first question, then in cell order.
+    order = list(dict.fromkeys(answer.notebook for *_, answer in items if answer)) + [n.stem for n in notebooks]
     rows = [line for entry in sorted(notebooks, key=lambda n: order.index(n.stem))
             for cell in entry.ran_cells.values() for out in cell.get("outputs", [])
-            if (md := _joined(out.get("data", {}).get("text/markdown", ""))).startswith(RESULT_MARK)
-            for line in md.strip().split("\n")[3:]]
-    contents = [f"- [{h}](#{_NOT_IN_ANCHOR.sub('', h.lower()).replace(' ', '-')})" for _, h, _, _ in items]
+            if (md := out.get("data", {}).get("text/markdown", "")).startswith(RESULT_MARK)
+            for line in md.strip().split("\n")[3:]]  # after the mark, the header and the --- line
     text = "\n".join(["# pico-llm: answers", "", f"> {GENERATED_MARK} from the executed notebooks in "
                       f"`{repo_path(executed_dir)}/`. Do not edit by hand: edit the answer cells in "
                       f"`{repo_path(source_dir)}/` and re-export.", ">", f"> {run_line}", "", "## Contents", "",
-                      "- [Results](#results)", *contents, "- [Missing and unanswered](#missing-and-unanswered)", "",
-                      "## Results", "", "\n".join([md_table(RESULT_HEADER, []), *rows]) if rows else
+                      "- [Results](#results)", *(f"- [{h}](#{_NOT_IN_ANCHOR.sub('', h.lower()).replace(' ', '-')})"
+                                                 for _, h, _, _ in items),
+                      "- [Missing and unanswered](#missing-and-unanswered)", "", "## Results", "",
+                      "\n".join([md_table(RESULT_HEADER, []), *rows]) if rows else
                       "_No notebook displays a result row yet (`display(result_row(...))`)._", "", *sections,
                       "## Missing and unanswered", ""])
     n_expected = sum(map(len, EXPECTED_ANSWERS.values()))
-    if not missing and not unanswered:
-        text += f"\nAll {n_expected} expected answers are present and answered.\n"
+    text += "" if missing or unanswered else f"\nAll {n_expected} expected answers are present and answered.\n"
     for label, lines in (("Missing (expected, not found in any notebook)", missing),
                          ("Unanswered (heading present, text still a placeholder or empty)", unanswered),
                          ("Without evidence (notebook not executed)", no_evidence)):
         text += f"\n{label}:\n\n" + "".join(f"- {line}\n" for line in lines) if lines else ""
     if (size := len(text.encode("utf-8"))) > MAX_BYTES:
-        largest = sorted(zip((len(s.encode("utf-8")) for s in sections), (item[0] for item in items)), reverse=True)
-        warnings.append(f"{repo_path(target)} is {size / 1024:.1f} KB, over the {MAX_BYTES // 1024} KB a grader reads "
-                        f"in fifteen minutes; largest answers: {', '.join(f'{a} ({n / 1024:.1f} KB)' for n, a in largest[:5])}")
+        largest = sorted(zip((len(s.encode("utf-8")) for s in sections), (item[0] for item in items)), reverse=True)[:5]
+        warnings.append(f"{repo_path(target)} is {size / 1024:.1f} KB, over the {MAX_BYTES // 1024} KB a grader reads in "
+                        f"fifteen minutes; largest answers: {', '.join(f'{a} ({n / 1024:.1f} KB)' for n, a in largest)}")
 
     files_dir = target.parent / "answers_files"
     manifest = _manifest(files_dir, previous_md)  # everything that could refuse runs before the first write
@@ -306,8 +294,9 @@ def export_answers(executed_dir, target, source_dir=ROOT / "notebooks", force: b
                         f"{repo_path(kept)} (answer text belongs in the notebooks' answer cells)")
     written, removed = _write_figures(files_dir, figures, manifest["figures"], warnings)
     _write(target, text.encode("utf-8"))
-    _write(files_dir / MANIFEST, (json.dumps({"answers": target.name, "sha256": _sha(text.encode("utf-8")), "figures": {
-        name: _sha(data) for name, data in sorted(figures.items())}}, indent=1) + "\n").encode("utf-8"))
+    figure_shas = {name: _sha(data) for name, data in sorted(figures.items())}
+    _write(files_dir / MANIFEST, (json.dumps({"answers": target.name, "sha256": _sha(text.encode("utf-8")),
+                                              "figures": figure_shas}, indent=1) + "\n").encode("utf-8"))
     n = sum(a is not None for *_, a in items)
     report = [f"Wrote {repo_path(target)}: {n} answer{'s' * (n != 1)} from {len(notebooks)} notebook"
               f"{'s' * (len(notebooks) != 1)} ({n_expected - len(missing)} of {n_expected} expected), {len(figures)} "

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["EXPECTED_ANSWERS", "ANSWER_ID", "Answer", "Notebook", "find_answers", "load_notebooks", "clean_stream_text",
-           "cell_source", "cell_key", "repo_path"]
+           "cell_key", "repo_path"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,8 +25,7 @@ EXPECTED_ANSWERS: dict[str, tuple[tuple[str, str], ...]] = {
                        ("Q4.3", "the three models compared on the same data and budget"),
                        ("Q4.4", "the KV cache: equality and speed-up")),
     "05_sampling": (("Q3.1", "nucleus sampling implemented and checked"),
-                    ("Q3.2", "greedy against top-p samples with diversity and repetition measures"),
-                    ("Q3.3", "what p does")),
+                    ("Q3.2", "greedy against top-p samples with diversity and repetition measures"), ("Q3.3", "what p does")),
     "06_experiments": (("E1", "positional variants"), ("E2", "pre-norm against post-norm"),
                        ("E3", "underfitting and overfitting"), ("E4", "a small hyperparameter study"),
                        ("E5", "attention maps of individual heads"), ("E6", "embedding neighbours and clusters"),
@@ -61,12 +60,6 @@ class Answer:
         return not text or text in ("...", "\u2026") or bool(_PLACEHOLDER.search(text))
 
 
-def cell_source(cell) -> str:
-    """A cell's source as one string (nbformat stores a string or a list of lines)."""
-    src = cell.get("source", "")
-    return "".join(src) if isinstance(src, list) else src
-
-
 def _parse_heading(line: str):
     """``### Answer Q2.1: title`` -> (level, id, title); (level, None, rest) if the id is malformed; None."""
     if not (m := _HEADING.match(line.strip())):
@@ -84,12 +77,12 @@ def find_answers(nb, stem: str, warnings: list[str]) -> list[Answer]:
         if cell.cell_type != "markdown":
             pending += [i] if cell.cell_type == "code" else []
             continue
-        lines = cell_source(cell).strip("\n").split("\n")
+        lines = cell.source.strip("\n").split("\n")  # nbformat.read joins a cell's lines
         parsed = _parse_heading(lines[0])
         if parsed is None or (parsed[1] is None and parsed[0] != 3):
             if later := [ln for ln in lines[1:] if (p := _parse_heading(ln)) and p[1]]:
-                warnings.append(f"{stem}: markdown cell {i} has '{later[0].strip()}' below its first line; the export "
-                                "only reads an answer heading on a cell's FIRST line: split the cell or move the heading up")
+                warnings.append(f"{stem}: markdown cell {i} has '{later[0].strip()}' below its first line; the export only "
+                                "reads an answer heading on a cell's FIRST line: split the cell or move the heading up")
         elif parsed[1] is None:
             warnings.append(f"{stem}: cell {i} heading '{lines[0].strip()}' has no answer id the export understands; "
                             "write it as '### Answer Q2.1: title' or '### Answer E3: title'")
@@ -177,18 +170,16 @@ def load_notebooks(source_dir: Path, executed_dir: Path, warnings: list[str]) ->
 def _check_stale(entry: Notebook, older: bool, warnings: list[str]) -> None:
     """Mark source code cells whose executed copy is missing or ran other code (``older``: the copy is older)."""
     changed, added = [], []
-    for i, cell in enumerate(entry.nb.cells):
+    for i, cell in ((i, c) for i, c in enumerate(entry.nb.cells) if c.cell_type == "code"):
         ran = entry.ran_cells.get(key := cell_key(cell, i))
-        if cell.cell_type != "code":
-            continue
         if ran is None or ran.cell_type != "code":
             entry.stale[i] = "this cell is not in the executed copy (added after the run): no outputs"
             added.append(f"{key} (cell {i})")
-        elif cell_source(ran).strip() != cell_source(cell).strip():
+        elif ran.source.strip() != cell.source.strip():
             entry.stale[i] = "this cell's code changed after the run: the outputs below may be stale"
             changed.append(f"{key} (cell {i})")
     if changed:
-        when = " The outputs are older than the code (the executed copy is older than the source notebook)." if older else ""
+        when = " The outputs are older than the code (the executed copy is older than the notebook)." if older else ""
         warnings.append(f"{entry.stem}: code changed since execution in cell(s) {', '.join(changed)}; their "
                         f"outputs are stale.{when} Re-run the notebook to refresh them.")
     if added:
