@@ -10,7 +10,6 @@ __all__ = ["attention_maps"]
 
 def attention_maps(model, enc, prompt: str) -> tuple[torch.Tensor, list[str]]:
     """Attention weights of every layer and head for one prompt (drawn by plot_attention; 06_experiments E5).
-
     Args: model with ``model(idx, return_attention=True)`` -> (logits, attn (L, 1, H, T, T)); enc; prompt.
     Returns (attn (n_layers, n_heads, T, T) float32 on the CPU, rows = queries; the T token strings)."""
     ids = enc.encode_ordinary(prompt)

@@ -28,18 +28,10 @@ def _check_id(table: torch.Tensor, token_id) -> int:
         token_id = token_id.item()
     if isinstance(token_id, bool) or not isinstance(token_id, int):
         raise ValueError(f"token_id must be an int, got {token_id!r}; for a vector query use nearest_to_vector")
-    vocab = table.shape[0]
-    if not 0 <= token_id < vocab:
-        raise ValueError(f"token_id {token_id} is out of range for a table of {vocab} tokens "
-                         f"(valid ids: 0..{vocab - 1})")
+    if not 0 <= token_id < table.shape[0]:
+        raise ValueError(f"token_id {token_id} is out of range for a table of {table.shape[0]} tokens "
+                         f"(valid ids: 0..{table.shape[0] - 1})")
     return token_id
-
-
-def _check_k(k: int, table: torch.Tensor, n_excluded: int) -> None:
-    available = table.shape[0] - n_excluded
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= available:
-        raise ValueError(f"k must be an int in 1..{available} (the table has {table.shape[0]} tokens, "
-                         f"{n_excluded} excluded), got {k!r}")
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +62,9 @@ def nearest_to_vector(table: torch.Tensor, vector: torch.Tensor, k: int = 10,
         shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
         raise ValueError(f"vector must have shape ({table.shape[1]},) to match the table's width, got {shape}")
     excluded = sorted({_check_id(table, int(i)) for i in exclude})
-    _check_k(k, table, len(excluded))
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= table.shape[0] - len(excluded):
+        raise ValueError(f"k must be an int in 1..{table.shape[0] - len(excluded)} (the table has {table.shape[0]} "
+                         f"tokens, {len(excluded)} excluded), got {k!r}")
     scores = _unit_rows(table.float()) @ _unit_rows(vector.float()[None].to(table.device))[0]  # (V,)
     scores[excluded] = float("-inf")
     values, ids = torch.sort(scores, descending=True, stable=True)  # equal scores: ascending id
@@ -92,39 +86,29 @@ def annotate_tokens(token_ids: Sequence[int], table: torch.Tensor, decode: Calla
     return "".join(f"{decode(t)}[NN=[{','.join(repr(decode(j)) for j in nn)}]]" for t, nn in neighbours)
 
 
-# --- queries typed by a reader ---
-
 def number_words(start: int = 0, stop: int = 100) -> list[str]:
     """The words " start" .. " stop" (inclusive), space-prefixed as numbers appear mid-line in 3seqs.txt."""
     return [f" {i}" for i in range(start, stop + 1)]
 
 
-def _parse_query(enc, table: torch.Tensor, query: str) -> tuple[int, str]:
-    """A word (first token used) or a bare integer token id -> (id, a note for the reader)."""
-    if query.strip().isdigit() and query == query.strip():
-        token_id = _check_id(table, int(query))
-        return token_id, f"token id {token_id} = {_token(enc, token_id)!r}"
-    ids = enc.encode_ordinary(query)
-    if not ids:
-        raise ValueError("type a word (e.g. ' the', with its leading space) or a token id (e.g. 262)")
-    token_id = _check_id(table, ids[0])
-    if len(ids) > 1:
-        pieces = [_token(enc, i) for i in ids]
-        return token_id, f"{query!r} is {len(ids)} tokens {pieces!r}; using the first, {pieces[0]!r} (id {token_id})"
-    return token_id, f"{query!r} is token id {token_id}"
-
-
 def describe_neighbours(table: torch.Tensor, enc, query: str, k: int = 8) -> dict:
     """The embedding inspector's answer as a dict: token_id, note, ids, scores, tokens and a text table.
     Args: table (V, D); enc; k; query: a word (its first token is used) or a token id as digits, e.g. "262"."""
-    token_id, note = _parse_query(enc, table, query)
-    ids, scores = nearest_neighbours(table, token_id, k)
-    tokens = [_token(enc, i) for i in ids.tolist()]
-    lines = [note, f"{'rank':>4}  {'id':>6}  {'cosine':>7}  token"]
-    for rank, (i, s, t) in enumerate(zip(ids.tolist(), scores.tolist(), tokens), start=1):
-        lines.append(f"{rank:>4}  {i:>6}  {s:>7.4f}  {t!r}")
-    return {"token_id": token_id, "note": note, "ids": ids.tolist(), "scores": scores.tolist(),
-            "tokens": tokens, "text": "\n".join(lines)}
+    if query.strip().isdigit() and query == query.strip():  # a token id
+        token_id = _check_id(table, int(query))
+        note = f"token id {token_id} = {_token(enc, token_id)!r}"
+    else:  # a word: its first token
+        ids = enc.encode_ordinary(query)
+        if not ids:
+            raise ValueError("type a word (e.g. ' the', with its leading space) or a token id (e.g. 262)")
+        token_id, pieces = _check_id(table, ids[0]), [_token(enc, i) for i in ids]
+        note = (f"{query!r} is {len(pieces)} tokens {pieces!r}; using the first, {pieces[0]!r} (id {token_id})"
+                if len(pieces) > 1 else f"{query!r} is token id {token_id}")
+    ids, scores = (x.tolist() for x in nearest_neighbours(table, token_id, k))
+    tokens = [_token(enc, i) for i in ids]
+    rows = [f"{r:>4}  {i:>6}  {s:>7.4f}  {t!r}" for r, (i, s, t) in enumerate(zip(ids, scores, tokens), start=1)]
+    text = "\n".join([note, f"{'rank':>4}  {'id':>6}  {'cosine':>7}  token", *rows])
+    return {"token_id": token_id, "note": note, "ids": ids, "scores": scores, "tokens": tokens, "text": text}
 
 
 # --- k-means ---
@@ -164,9 +148,7 @@ def _fill_empty(labels: torch.Tensor, d2: torch.Tensor, n_clusters: int) -> torc
 def kmeans(vectors: torch.Tensor, n_clusters: int, iters: int = 50, seed: int = 0,
            metric: str = "euclidean") -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means with k-means++ seeding -> (labels (N,), centroids (C, D)), deterministic for a seed.
-
-    Args:
-        vectors: (N, D) points. n_clusters: C in 1..N. iters: maximum Lloyd iterations.
+    Args: vectors: (N, D) points. n_clusters: C in 1..N. iters: maximum Lloyd iterations.
         seed: seeds the k-means++ draws (the global RNG is untouched). metric: "euclidean" or "cosine" (spherical)."""
     _check_table(vectors, "vectors")
     n = vectors.shape[0]

@@ -28,7 +28,6 @@ def _pca_axes(ax, title: str) -> None:
 def plot_embedding_scatter(table: torch.Tensor, token_ids: Sequence[int], labels: Sequence[str], ax=None,
                            highlight: Sequence[int] = (), title: str | None = None):
     """2-D PCA scatter of the chosen tokens' embedding vectors, each point annotated with its label.
-
     Args: table (V, D); token_ids, labels: N tokens (PCA fitted on these) and N strings; ax (new if None);
         highlight: ids drawn larger and in red. Returns the Axes."""
     ids = [_check_id(table, int(i)) for i in token_ids]
@@ -45,14 +44,10 @@ def plot_embedding_scatter(table: torch.Tensor, token_ids: Sequence[int], labels
     return ax
 
 
-def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None, connect: bool = True,
-                         title: str | None = None, label_every: int | None = None):
-    """PCA map of chosen tokens, coloured by their position in ``words`` and joined in that order.
-
-    A smooth path over ``number_words(0, 100)`` means the model learned the order. Returns the Axes.
-
-    Args: table (V, D) for tokenizer ``enc``; words, in order (a multi-token word uses its first token); ax;
-        connect: a line through the points; label_every: default 1, 5 or 10 for up to 30, 60 or more words."""
+def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None, title: str | None = None):
+    """PCA map of chosen tokens, coloured by their position in ``words`` and joined in that order; a smooth path
+    over ``number_words(0, 100)`` means the model learned the order. Returns the Axes.
+    Args: table (V, D) for tokenizer ``enc``; words, in order (a multi-token word uses its first token); ax; title."""
     if len(words) < 2:
         raise ValueError(f"give at least two words to compare, got {list(words)!r}")
     ids, split = [], []
@@ -67,12 +62,10 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
         warnings.warn(f"{len(split)} word(s) are several tokens, shown by their first token: {split[:5]!r}", stacklevel=2)
     ax = new_axes(ax, (7, 5.5))
     x, y = pca_2d(table[ids].cpu()).T.tolist()  # N coordinates each
-    if connect:
-        ax.plot(x, y, color="0.75", lw=0.8, zorder=1)
+    ax.plot(x, y, color="0.75", lw=0.8, zorder=1)
     points = ax.scatter(x, y, c=list(range(len(ids))), cmap="viridis", s=22, zorder=2)
     ax.figure.colorbar(points, ax=ax, label="position in the list")
-    if label_every is None:
-        label_every = 1 if len(ids) <= 30 else 5 if len(ids) <= 60 else 10
+    label_every = 1 if len(ids) <= 30 else 5 if len(ids) <= 60 else 10  # every word, or every 5th or 10th
     for i, (px, py, tid) in enumerate(zip(x, y, ids)):
         if i % label_every == 0 or i == len(ids) - 1:
             ax.annotate(_label(_token(enc, tid)), (px, py), textcoords="offset points", xytext=(3, 3), fontsize=7)

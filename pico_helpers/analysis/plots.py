@@ -8,6 +8,7 @@ __all__ = ["plot_history", "plot_histories", "loss_figure", "loss_title", "LiveL
            "bare_figure", "png_image", "running_mean"]
 
 LOSS_LABEL = "loss (cross-entropy, nats per token)"
+MODEL_WORDS = {"transformer": "Transformer", "lstm": "LSTM", "kgram": "K-gram MLP"}  # class or run name -> words
 
 
 def in_notebook() -> bool:
@@ -16,8 +17,7 @@ def in_notebook() -> bool:
         from IPython import get_ipython
     except ImportError:
         return False
-    shell = get_ipython()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+    return "IPKernelApp" in getattr(get_ipython(), "config", {})  # get_ipython() is None outside IPython
 
 
 def new_axes(ax=None, figsize=(8, 4.5)):
@@ -63,9 +63,6 @@ def _window(n_steps: int) -> int:
     return max(5, n_steps // 50)  # about 2 % of the run: smooth, yet a trend of a few % of the steps still shows
 
 
-MODEL_WORDS = {"transformer": "Transformer", "lstm": "LSTM", "kgram": "K-gram MLP"}  # class or run name -> words
-
-
 def loss_title(history, model=None) -> str:
     """The default title in words, e.g. "Transformer on TinyStories: training and validation loss".
     The model is named by its class (else by a word of the run's name), the data by the config's sources."""
@@ -98,7 +95,6 @@ def _finish_axes(ax, title: str, ylabel: str = LOSS_LABEL):
 
 def plot_history(history, ax=None, title: str | None = None, smooth: int | None = None, color=None):
     """Draw one run: light per-step training loss, its running mean, and validation loss as joined markers.
-
     Args: history from train(); ax (new figure if None); title: default ``loss_title(history)``;
         smooth: running-mean window in steps, default about 2 % of the steps (at least 5). Returns the Axes."""
     ax, losses = new_axes(ax), history.step_loss

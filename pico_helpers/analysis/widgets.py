@@ -19,8 +19,6 @@ STRUCTURE_PRESETS = {
                                  " mom", " dad", " sister", " brother"],
     "custom (below, separated by |)": None,
 }
-# The heatmap's largest side: 630 px at the panel's 90 dpi, so prompt, sliders and plot fit a 1000-px window.
-HEATMAP_MAX_INCHES = 7.0
 
 
 class _View:
@@ -112,9 +110,7 @@ class EmbeddingInspector(_View):
 
 def embedding_inspector(models: dict, enc, default_word: str = " the", k: int = 8):
     """An ipywidgets panel: nearest neighbours of a word in a chosen model, and a token-structure map.
-
-    Args: models {name: model}; enc: their tokenizer; default_word: the first query; k: initial neighbours.
-    Returns the widget; ``widget.view`` is its EmbeddingInspector."""
+    Args: models {name: model}; enc: their tokenizer; default_word: first query; k. ``widget.view``: the panel."""
     return EmbeddingInspector(models, enc, default_word, k).widget
 
 
@@ -160,7 +156,7 @@ class AttentionViewer(_View):
 
     def show(self, change=None) -> None:
         """Callback: draw the selected layer and head."""
-        side = min(HEATMAP_MAX_INCHES, 3.0 + 0.2 * len(self.tokens))
+        side = min(7.0, 3.0 + 0.2 * len(self.tokens))  # <= 630 px at 90 dpi: the panel fits a 1000-px window
         fig, ax = bare_figure((side + 1.0, side))
         plot_attention(self.attn, self.tokens, self.layer.value, self.head.value, ax=ax)
         self._show("", fig)
