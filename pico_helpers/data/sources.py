@@ -28,12 +28,10 @@ def generate_3seqs(n_lines: int = 10000, seed: int = 3) -> str:
         if kind == "count":
             start = rng.randint(-10, 100)
             seq = list(range(start, start + length))
-        elif kind == "fib":
-            a, b = rng.choice([(0, 1), (1, 1), (1, 2), (2, 3), (3, 5), (5, 8)])
-            seq = []
-            for _ in range(length):
-                seq.append(a)
-                a, b = b, a + b
+        elif kind == "fib":  # each number the sum of the two before it
+            seq = list(rng.choice([(0, 1), (1, 1), (1, 2), (2, 3), (3, 5), (5, 8)]))
+            while len(seq) < length:
+                seq.append(seq[-2] + seq[-1])
         elif kind == "pow2":
             start = rng.randint(0, 3)
             seq = [2 ** (start + i) for i in range(length)]
@@ -83,12 +81,8 @@ def load_text_file(path: str | os.PathLike, enc, block_size: int | None = None) 
         raise ValueError(f"input file {path} is not UTF-8 text ({err}); save it with UTF-8 encoding") from None
     if not lines:
         raise ValueError(f"input file {path} has no non-empty lines; {_folder_listing(path.parent)}")
-    return _tokenize(tuple(lines), enc, block_size)
-
-
-def _tokenize(texts: tuple[str, ...], enc, block_size: int | None) -> list[list[int]]:
     # A plain loop: tiktoken's batch API spreads the work over threads, which buys nothing on a 2-core laptop.
-    return [enc.encode_ordinary(t)[:block_size] for t in texts]
+    return [enc.encode_ordinary(line)[:block_size] for line in lines]
 
 
 # --- TinyStories ---
@@ -145,9 +139,6 @@ def load_tinystories(enc, n_stories: int = 20000, block_size: int | None = None,
                      split: str = "train") -> list[list[int]]:
     """Tokenize the first ``n_stories`` TinyStories stories, whole or truncated to ``block_size`` tokens if given.
     Source: ``path``, else $PICO_TINYSTORIES, else the HuggingFace hub (streamed)."""
-    path = path or os.environ.get(TINYSTORIES_ENV) or None
-    if path:
-        stories = read_tinystories_file(path, n_stories)
-    else:
-        stories = _stories_from_hub(n_stories, split)
-    return _tokenize(tuple(stories), enc, block_size)
+    path = path or os.environ.get(TINYSTORIES_ENV)
+    stories = read_tinystories_file(path, n_stories) if path else _stories_from_hub(n_stories, split)
+    return [enc.encode_ordinary(story)[:block_size] for story in stories]

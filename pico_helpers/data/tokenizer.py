@@ -38,24 +38,18 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _encoding_from_rank_file(path: Path):
-    import tiktoken
-    from tiktoken.load import load_tiktoken_bpe
-
-    ranks = load_tiktoken_bpe(str(path), expected_hash=RANK_FILE_SHA256)
-    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": EOT_TOKEN}, explicit_n_vocab=VOCAB_SIZE)
-
-
 @functools.lru_cache(maxsize=None)
 def get_tokenizer():
     """GPT-2's tiktoken encoding, built once: from a verified local rank file, else through tiktoken's download."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
     local = rank_file_path()
     if local is not None:
-        return _encoding_from_rank_file(local)
+        ranks = load_tiktoken_bpe(str(local), expected_hash=RANK_FILE_SHA256)
+        return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                                 special_tokens={"<|endoftext|>": EOT_TOKEN}, explicit_n_vocab=VOCAB_SIZE)
     try:
-        import tiktoken
-
         return tiktoken.get_encoding("gpt2")
     except Exception as err:  # no internet, blocked store, ...
         raise RuntimeError(f"GPT-2's tokenizer files are not available: tiktoken could not download them "

@@ -1,5 +1,4 @@
 """The K-gram MLP language model (question 2): a fixed window of the last k tokens through an MLP.
-
 Used in 02_kgram_mlp.ipynb."""
 from __future__ import annotations
 
@@ -12,13 +11,10 @@ __all__ = ["KGramMLPSeqModel"]
 
 class KGramMLPSeqModel(nn.Module):
     """An MLP that predicts the next token from a window of the last ``k`` tokens (question 2).
-
     ``input_mode="one_hot"`` is the course's ``nn.Linear(k * vocab, embed)`` on k concatenated one-hot vectors,
     computed as a gather of k columns of W1; "embedding" concatenates k ``nn.Embedding`` vectors. The window is
     left-padded with id 0 before the start, so "0 in the oldest slots" means "near the start".
-
-    Args:
-        vocab_size; k: window length (``--kgram_k``); embed_size: hidden (and embedding) width.
+    Args: vocab_size; k: window length (``--kgram_k``); embed_size: hidden (and embedding) width.
         num_inner_layers: (Linear(embed, embed) -> SiLU) blocks after the first layer.
         chunk_size: time steps per slice of the inner layers, a memory knob only; None or <= 0: all at once.
         window: "aligned" (position t sees t-k+1 .. t) or "starter" (the starter's off-by-one, t-k .. t-1)."""

@@ -86,8 +86,7 @@ class KVCache:
 
 def causal_mask(n_queries: int, n_keys: int, device) -> torch.Tensor:
     """(n_queries, n_keys) bool, True where attention is allowed; the queries are the LAST n_queries positions."""
-    offset = n_keys - n_queries
-    q_pos = torch.arange(n_queries, device=device).unsqueeze(1) + offset
+    q_pos = torch.arange(n_queries, device=device).unsqueeze(1) + (n_keys - n_queries)  # (n_queries, 1)
     return torch.arange(n_keys, device=device).unsqueeze(0) <= q_pos
 
 
@@ -103,7 +102,6 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cos=None, sin=None, cache: KVCache | None = None, layer: int = 0,
                 return_attention: bool = False):
         """x (B, T, D) -> (out (B, T, D), attention weights (B, H, T, n_keys) or None).
-
         cos, sin: (T, d_head/2) rotary tables (rope only). cache, layer: the T positions follow ``cache.pos``
         cached ones, written into block ``layer``'s buffers. return_attention: compute the weights explicitly."""
         B, T, D = x.shape
@@ -161,13 +159,10 @@ class Block(nn.Module):
 
 class TransformerModel(nn.Module):
     """A decoder-only, GPT-style Transformer with the course's sequence-first contract.
-
     Residual projections start at 0.02 / sqrt(2 * n_blocks), so the stream does not grow with depth. ``step``
     crops an overflowing context to its last block_size tokens and recomputes the cache, so its logits always
     equal ``model(context[-block_size:])[-1]``.
-
-    Args:
-        vocab_size, d_model, n_heads (must divide d_model), n_blocks, mlp_ratio (MLP width / d_model), dropout.
+    Args: vocab_size, d_model, n_heads (must divide d_model), n_blocks, mlp_ratio (MLP width / d_model), dropout.
         block_size: maximum context; ``forward`` refuses longer inputs.
         positional: "learned", "sinusoidal", "rope" or "none" (only the causal mask tells positions apart).
         norm: "pre" (x + f(norm(x)), GPT-2) or "post" (norm(x + f(x)), the 2017 Transformer, no final norm).
@@ -223,9 +218,8 @@ class TransformerModel(nn.Module):
             raise ValueError(f"idx must be (seq_len, batch) token ids, got shape {tuple(idx.shape)}")
         T, start = idx.size(0), 0 if cache is None else cache.pos
         if start + T > self.block_size:
-            raise ValueError(f"sequence length {start + T} ({start} cached) exceeds block_size={self.block_size}; "
-                             f"crop the context to its last {self.block_size} tokens (step() and generation do "
-                             "this themselves) or build the model with a larger block_size")
+            raise ValueError(f"sequence length {start + T} ({start} cached) exceeds block_size={self.block_size}; crop "
+                             f"the context to its last {self.block_size} tokens (as step() does) or raise block_size")
         if cache is not None and cache.ids.size(1) != idx.size(1):
             raise ValueError(f"the cache holds {cache.ids.size(1)} sequences but idx has {idx.size(1)}")
         positions = slice(start, start + T)  # absolute positions of the new tokens

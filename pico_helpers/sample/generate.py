@@ -13,9 +13,7 @@ __all__ = ["generate_tokens", "generate_text"]
 def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_p: float | None = None,
                     temperature: float = 1.0, seed: int = 0, use_cache: bool = True) -> list[int]:
     """Generate ``max_new_tokens`` ids after ``prompt_ids`` (batch of one); returns only the new ids.
-
-    Args:
-        model: the course contract; ids are GPT-2's even for a corpus-vocabulary model. prompt_ids: >= 1 id.
+    Args: model: the course contract; ids are GPT-2's even for a corpus-vocabulary model. prompt_ids: >= 1 id.
         top_p: None -> greedy; otherwise nucleus sampling. temperature: before the top-p cut. seed: own Generator.
         use_cache: True feeds ``model.step`` one new id at a time; False re-runs the whole context (same tokens)."""
     if not len(prompt_ids):
@@ -57,7 +55,6 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
 def generate_text(model, enc, prompt: str, max_new_tokens: int = 20, top_p: float | None = None,
                   temperature: float = 1.0, seed: int = 0, monosemantic: bool = False) -> tuple[str, str]:
     """Continue ``prompt``; return (text, annotated_text) as the starter does.
-
     ``annotated_text`` marks new tokens with their embedding neighbours if ``monosemantic``, else equals ``text``.
     Args as in ``generate_tokens``; ``enc``: GPT-2's tokenizer (``corpus.enc``)."""
     prompt_ids = enc.encode_ordinary(prompt)

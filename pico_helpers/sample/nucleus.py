@@ -1,5 +1,4 @@
 """Nucleus (top-p) sampling: sort the probabilities, cut where their cumulative sum reaches p, renormalise, draw.
-
 The nucleus is the smallest most-probable set reaching p (within ``REACH_TOL``), plus all ties of its last
 token, so ties never depend on sort order. The ``TOP_K`` largest are tried first; only if the cut is not
 inside them is the whole vocabulary sorted. Used in 05_sampling.ipynb and by generate.py."""
@@ -64,7 +63,6 @@ def _nucleus(probs: torch.Tensor, p: float):
 
 def nucleus_probs(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.0) -> torch.Tensor:
     """The distribution nucleus sampling draws from: softmax(logits / temperature) cut to the nucleus.
-
     Args: logits (V,) or (B, V); p: nucleus mass in (0, 1]; temperature: > 0, divides the logits first.
     Returns float32 probabilities shaped like ``logits``, exactly 0 outside the nucleus."""
     probs = _softmax(logits, p, temperature)  # (B, V)
@@ -78,7 +76,6 @@ def nucleus_probs(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.
 def nucleus_sampling(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one token id per row from ``nucleus_probs(logits, p, temperature)``.
-
     Args: logits (V,) or (B, V); p in (0, 1]; temperature > 0; generator: seeded (global RNG if None).
     Returns ids of shape () for (V,) logits, (B,) for (B, V)."""
     probs = _softmax(logits, p, temperature)  # (B, V)
