@@ -124,10 +124,9 @@ def _kmeans_pp(x: torch.Tensor, n_clusters: int, gen: torch.Generator) -> torch.
     chosen = [int(torch.randint(n, (1,), generator=gen))]
     d2 = _sq_dists(x, x[chosen]).min(dim=1).values.double()  # (N,)
     for _ in range(1, n_clusters):
-        if float(d2.sum()) > 0:
-            nxt = int(torch.multinomial(d2.cpu(), 1, generator=gen))
-        else:  # every point sits on a centre already (duplicates): take the first unused index
-            nxt = next(i for i in range(n) if i not in chosen)
+        # If every point sits on a centre already (duplicates), take the first unused index.
+        nxt = (int(torch.multinomial(d2.cpu(), 1, generator=gen)) if float(d2.sum()) > 0
+               else next(i for i in range(n) if i not in chosen))
         chosen.append(nxt)
         d2 = torch.minimum(d2, _sq_dists(x, x[nxt:nxt + 1])[:, 0].double())
     return x[chosen].clone()
@@ -156,9 +155,7 @@ def kmeans(vectors: torch.Tensor, n_clusters: int, iters: int = 50, seed: int = 
         raise ValueError(f"n_clusters must be an int in 1..{n} (the number of vectors), got {n_clusters!r}")
     if metric not in ("euclidean", "cosine"):
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
-    x = vectors.detach().float()
-    if metric == "cosine":
-        x = _unit_rows(x)
+    x = _unit_rows(vectors.detach().float()) if metric == "cosine" else vectors.detach().float()  # (N, D)
     centroids = _kmeans_pp(x, n_clusters, torch.Generator(device="cpu").manual_seed(seed))  # (C, D)
     labels = None
     for _ in range(max(1, iters)):
@@ -173,8 +170,6 @@ def kmeans(vectors: torch.Tensor, n_clusters: int, iters: int = 50, seed: int = 
             centroids = _unit_rows(centroids)
     return labels, centroids
 
-
-# --- PCA ---
 
 def pca_2d(vectors: torch.Tensor) -> torch.Tensor:
     """Project (N, D) vectors on their first two principal axes -> (N, 2) float32, each largest loading positive."""

@@ -23,8 +23,6 @@ def _pca_axes(ax, title: str) -> None:
     ax.grid(alpha=0.3)
 
 
-# --- embedding maps ---
-
 def plot_embedding_scatter(table: torch.Tensor, token_ids: Sequence[int], labels: Sequence[str], ax=None,
                            highlight: Sequence[int] = (), title: str | None = None):
     """2-D PCA scatter of the chosen tokens' embedding vectors, each point annotated with its label.
@@ -72,8 +70,6 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
     _pca_axes(ax, title or f"PCA of {len(ids)} token embeddings, {words[0]!r} .. {words[-1]!r} in order")
     return ax
 
-
-# --- attention ---
 
 def plot_attention(attn: torch.Tensor, tokens: Sequence[str], layer: int, head: int, ax=None):
     """Heatmap of one head's attention: query tokens down the rows, key tokens along the columns.

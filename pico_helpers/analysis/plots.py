@@ -2,6 +2,7 @@
 Used by train() (its LossPlot callback) in every notebook and by pico.py, which saves the figure as loss.png."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 __all__ = ["plot_history", "plot_histories", "loss_figure", "loss_title", "LiveLossPlot", "in_notebook", "new_axes",
@@ -39,8 +40,6 @@ def bare_figure(figsize, dpi=None):
 
 def png_image(fig, **savefig_kwargs):
     """An IPython PNG Image of a matplotlib Figure (shown without pyplot, so never twice)."""
-    import io
-
     from IPython.display import Image
 
     buf = io.BytesIO()
@@ -101,8 +100,7 @@ def plot_history(history, ax=None, title: str | None = None, smooth: int | None 
     if losses:
         window = smooth or _window(len(losses))
         steps = range(1, len(losses) + 1)
-        line, = ax.plot(steps, losses, alpha=0.25, lw=0.8, color=color)
-        color = line.get_color()
+        color = ax.plot(steps, losses, alpha=0.25, lw=0.8, color=color)[0].get_color()  # the smoothed line's too
         ax.plot(steps, running_mean(losses, window), lw=1.6, color=color,
                 label=f"{history.model}: training loss (running mean of {window} steps)")
     val = [(s, v) for s, v in history.val_points if v is not None]

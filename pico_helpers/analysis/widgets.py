@@ -77,20 +77,17 @@ class EmbeddingInspector(_View):
         self.show_neighbours()
         self.show_structure()
 
-    def table(self) -> torch.Tensor:
-        """The selected model's (V, D) embedding table, on the CPU."""
-        return embedding_table(self.models[self.model.value]).cpu()
-
     def show_neighbours(self, change=None) -> None:
         """Callback: list the k nearest tokens to the query and plot them with PCA."""
+        table = embedding_table(self.models[self.model.value]).cpu()  # (V, D)
         try:
-            info = describe_neighbours(self.table(), self.enc, self.word.value, self.k.value)
+            info = describe_neighbours(table, self.enc, self.word.value, self.k.value)
         except ValueError as err:
             return self._show(f"{err}")
         fig, ax = bare_figure((6.5, 5))
         ids = [info["token_id"]] + info["ids"]
         labels = [_token(self.enc, info["token_id"])] + info["tokens"]
-        plot_embedding_scatter(self.table(), ids, labels, ax=ax, highlight=[info["token_id"]],
+        plot_embedding_scatter(table, ids, labels, ax=ax, highlight=[info["token_id"]],
                                title=f"{self.model.value}: {labels[0]!r} and its {len(info['ids'])} nearest tokens")
         self._show(info["text"], fig)
 
@@ -101,7 +98,7 @@ class EmbeddingInspector(_View):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                token_structure_plot(self.table(), self.enc, words, ax=ax,
+                token_structure_plot(embedding_table(self.models[self.model.value]).cpu(), self.enc, words, ax=ax,
                                      title=f"{self.model.value}: {len(words)} tokens in order")
         except ValueError as err:
             return self.structure._show(f"{err}")

@@ -71,7 +71,6 @@ def _check_file(path: Path, what: str, where: str = "") -> None:
 
 def load_text_file(path: str | os.PathLike, enc, block_size: int | None = None) -> list[list[int]]:
     """Tokenize a local text file: one example per non-empty line, truncated to ``block_size`` tokens if given.
-
     A missing, empty or non-UTF-8 file, or a directory, raises an error that names it and lists its folder."""
     path = Path(path)
     _check_file(path, "input file")
@@ -94,17 +93,16 @@ def read_tinystories_file(path: str | os.PathLike, n_stories: int | None = None)
     stories, buf = [], []
     with open(path, encoding="utf-8") as f:
         try:
-            for line in f:
-                if line.strip() == EOT_TEXT:
-                    stories += [story] if (story := "".join(buf).strip()) else []
-                    if n_stories is not None and len(stories) >= n_stories:
-                        return stories
-                    buf = []
-                else:
+            for line in itertools.chain(f, [EOT_TEXT]):  # a separator after the end closes the last story
+                if line.strip() != EOT_TEXT:
                     buf.append(line)
+                    continue
+                stories += [story] if (story := "".join(buf).strip()) else []
+                if n_stories is not None and len(stories) >= n_stories:
+                    return stories
+                buf = []
         except UnicodeDecodeError as err:
             raise ValueError(f"TinyStories file {path} is not UTF-8 text ({err}); save it as UTF-8") from None
-    stories += [story] if (story := "".join(buf).strip()) else []
     if not stories:
         raise ValueError(f"TinyStories file {path} holds no stories (expected text separated by {EOT_TEXT} lines)")
     return stories[:n_stories]
@@ -112,10 +110,9 @@ def read_tinystories_file(path: str | os.PathLike, n_stories: int | None = None)
 
 def _stories_from_hub(n_stories: int, split: str) -> list[str]:
     """Stream the first ``n_stories`` stories of the hub's split (never downloads the whole split)."""
-    hint = (f"TinyStories could not be read from the HuggingFace hub ({TINYSTORIES_HUB}). Offline, point at a "
-            f"local raw file instead: export {TINYSTORIES_ENV}=/path/to/TinyStories-train.txt "
-            f"(stories separated by {EOT_TEXT} lines), or pass tinystories_path=..., "
-            "or train on local files only with tinystories_weight=0.")
+    hint = (f"TinyStories could not be read from the HuggingFace hub ({TINYSTORIES_HUB}). Offline, point at a local "
+            f"raw file instead: export {TINYSTORIES_ENV}=/path/to/TinyStories-train.txt (stories separated by "
+            f"{EOT_TEXT} lines), or pass tinystories_path=..., or train on local files only with tinystories_weight=0.")
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
         raise RuntimeError(hint + " (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set.)")
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"

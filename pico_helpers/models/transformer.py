@@ -133,8 +133,7 @@ class Block(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, mlp_ratio: int, dropout: float, norm: str, rope: bool):
         super().__init__()
-        self.norm = norm
-        self.norm1 = RMSNorm(d_model)
+        self.norm, self.norm1 = norm, RMSNorm(d_model)  # norm: "pre" or "post"
         self.attn = CausalSelfAttention(d_model, n_heads, dropout, rope)
         self.norm2 = RMSNorm(d_model)
         self.mlp = nn.Sequential(OrderedDict(fc=nn.Linear(d_model, mlp_ratio * d_model, bias=False), gelu=nn.GELU(),
@@ -210,8 +209,6 @@ class TransformerModel(nn.Module):
         if tie_weights:
             self.head.weight = self.token_embedding.weight  # one Parameter, two uses
 
-    # --- the forward pass (inside, batch-first) ---
-
     def _run(self, idx: torch.Tensor, cache: KVCache | None, return_attention: bool):
         """idx (T, B) -> (x (B, T, D) after the final norm, per-block attention weights or Nones)."""
         if idx.dim() != 2:
@@ -238,8 +235,6 @@ class TransformerModel(nn.Module):
             cache.ids[positions] = idx
             cache.pos += T
         return self.final_norm(x), attns
-
-    # --- the public, sequence-first contract ---
 
     def new_cache(self, batch_size: int) -> KVCache:
         """An empty KVCache for ``batch_size`` sequences, in the dtype attention computes in (autocast's if on)."""

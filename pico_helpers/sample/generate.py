@@ -62,8 +62,5 @@ def generate_text(model, enc, prompt: str, max_new_tokens: int = 20, top_p: floa
     text = enc.decode(prompt_ids + new_ids)
     if not monosemantic:
         return text, text
-    from pico_helpers.analysis import annotate_tokens, embedding_table  # only when asked: generation alone never needs it
-
-    table = embedding_table(model)
-    annotated = prompt + annotate_tokens(new_ids, table, lambda i: enc.decode([int(i)]), k=3)
-    return text, annotated
+    from pico_helpers.analysis import annotate_tokens, embedding_table  # only here: generation alone never needs it
+    return text, prompt + annotate_tokens(new_ids, embedding_table(model), lambda i: enc.decode([int(i)]), k=3)

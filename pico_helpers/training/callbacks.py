@@ -48,8 +48,7 @@ class TextSamples(Callback):
     Each is printed with ``say`` and kept in ``history.samples``; ``every_s=0`` turns the samples off."""
 
     def __init__(self, enc, prompt: str, every_s: float, say=print):
-        self.enc, self.prompt, self.every_s, self.say = enc, prompt, every_s, say
-        self.last = time.perf_counter()
+        self.enc, self.prompt, self.every_s, self.say, self.last = enc, prompt, every_s, say, time.perf_counter()
 
     def on_step(self, history, model) -> None:
         if not self.every_s or time.perf_counter() - self.last < self.every_s:
@@ -63,7 +62,7 @@ class TextSamples(Callback):
         except ValueError as err:  # e.g. non-finite logits
             self.say(f"  (no sample: {err})")
         else:
-            self.say(f"  [{history.model}] sample at step {step}, greedy: {greedy!r}")
-            self.say(f"  [{history.model}] sample at step {step}, top-p 0.95: {top_p!r}")
+            self.say(f"  [{history.model}] sample at step {step}, greedy: {greedy!r}\n"
+                     f"  [{history.model}] sample at step {step}, top-p 0.95: {top_p!r}")
             history.samples.append({"step": step, "greedy": greedy, "top_p_0.95": top_p})
         self.last = time.perf_counter()
