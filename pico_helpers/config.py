@@ -102,6 +102,9 @@ class TrainConfig:
     tinystories_path: str | None = _field(None, "local raw TinyStories file (else $PICO_TINYSTORIES, else the "
                                           "HuggingFace hub)", run_id=False, example="tinystories.txt")
     tinystories_stories: int = _field(20000, "TinyStories stories to load (the starter's 20,000)", _at_least(1))
+    tinystories_valid_path: str | None = _field(None, "separate TinyStories validation file: its first 1,000 "
+                                                "stories are held out, every loaded story trains", run_id=False,
+                                                example="TinyStories-valid.txt")  # the fingerprint covers them
     block_size: int = _field(1024, "maximum tokens per example", _at_least(2))  # 2 tokens make one next-token pair
     test_fraction: float = _field(0.1, "held-out validation fraction", _between(0, 1, high_open=True))
     long_examples: str = _field("windows", "examples over block_size tokens: split into windows (every token used) "
@@ -130,6 +133,8 @@ class TrainConfig:
                               "decay to 10% of learning_rate at the run's last step", choices=("constant", "cosine"))
     warmup_steps: int = _field(0, "updates of linear warm-up (cosine schedule)", _at_least(0), 20)
     max_steps_per_epoch: int | None = _field(None, "end each epoch after N steps", _at_least(1), 200, run_id=False)
+    time_budget_s: float | None = _field(None, "stop after this many seconds of training steps (equal-time "
+                                         "comparisons); epochs is then an upper bound", _POSITIVE, 600.0, run_id=False)
     seed: int = _field(0, "seed of the model's initialisation, the split and the batch order", _at_least(0))
     device_id: str | None = _field(None, "torch device; falls back (with a message) when it is missing; "
                                    "'auto' = cuda > mps > cpu", example="cpu", run_id=False, cli_default="cuda:0")

@@ -3,11 +3,13 @@ A later notebook gets the same config, so it loads the finished run instead of r
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from pico_helpers.config import MODEL_NAMES, TrainConfig, quick_mode
 
-__all__ = ["preset", "PRESETS", "COMPARE_MODELS", "runs_root", "tinystories_source"]
+__all__ = ["preset", "PRESETS", "COMPARE_MODELS", "SWEEP_RATES", "runs_root", "tinystories_source",
+           "tinystories_valid_source", "Compared", "compare"]
 
 COMPARE_MODELS = MODEL_NAMES  # the three models of the comparison, in the course's order
 SAMPLE_STORIES = "input_files/tinystories_sample.txt"  # the repository's offline sample (quick mode)
@@ -23,6 +25,11 @@ def tinystories_source(quick: bool) -> str | None:
     return os.environ.get("PICO_TINYSTORIES") or (SAMPLE_STORIES if quick else None)
 
 
+def tinystories_valid_source(quick: bool) -> str | None:
+    """A separate validation file ($PICO_TINYSTORIES_VALID, full runs only), or None: hold out 10 % of the stories."""
+    return None if quick else os.environ.get("PICO_TINYSTORIES_VALID") or None
+
+
 # --- the shared runs: each returns the config for (quick, runs folder, TinyStories source) ---
 
 def _lstm_3seqs(quick: bool, runs: Path, tiny: str | None) -> TrainConfig:
@@ -36,28 +43,30 @@ def _lstm_3seqs(quick: bool, runs: Path, tiny: str | None) -> TrainConfig:
 
 
 def _lstm_tinystories(quick: bool, runs: Path, tiny: str | None) -> TrainConfig:
-    """The same LSTM on TinyStories, prompt "Once upon a" (01 trains it, 03 reuses it)."""
+    """The same LSTM on TinyStories for 3 minutes, prompt "Once upon a" (01 trains it, 03 reuses it)."""
     if quick:
         return TrainConfig.quick(input_files=[], tinystories_weight=1.0, tinystories_path=tiny,
                                  tinystories_stories=200, block_size=64, embed_size=32, epochs=1,
                                  max_steps_per_epoch=20, log_every=20, prompt="Once upon a",
                                  output_dir=str(runs / "lstm"))
     return TrainConfig(input_files=[], tinystories_weight=1.0, tinystories_path=tiny, block_size=128,
-                       embed_size=128, epochs=2, max_steps_per_epoch=80, test_fraction=0.05,
-                       sample_every_s=0.0, prompt="Once upon a", output_dir=str(runs / "lstm"))
+                       tinystories_valid_path=tinystories_valid_source(quick), embed_size=128, epochs=100,
+                       time_budget_s=180.0, sample_every_s=0.0, log_every=0, prompt="Once upon a",
+                       output_dir=str(runs / "lstm"))
 
 
 def _compare_tinystories(quick: bool, runs: Path, tiny: str | None) -> TrainConfig:
-    """The three models (COMPARE_MODELS) on TinyStories with one config (04 trains them; 05 and 06 reuse them)."""
+    """The three models (COMPARE_MODELS) on TinyStories with one config and BUDGET_S seconds each; see compare()."""
     if quick:
         return TrainConfig.quick(tinystories_weight=1.0, tinystories_path=tiny, tinystories_stories=200,
                                  block_size=32, embed_size=32, n_heads=2, n_blocks=1,
-                                 kgram_input_mode="embedding", epochs=1, max_steps_per_epoch=15,
+                                 kgram_input_mode="embedding", epochs=3, max_steps_per_epoch=5,
                                  output_dir=str(runs / "compare"))
     return TrainConfig(tinystories_weight=1.0, tinystories_path=tiny, tinystories_stories=20000,
-                       block_size=128, embed_size=128, n_heads=4, n_blocks=4, kgram_chunk_size=0,
-                       kgram_input_mode="embedding", batch_size=16, epochs=2, max_steps_per_epoch=120,
-                       learning_rate=1e-3, sample_every_s=0, log_every=50, output_dir=str(runs / "compare"))
+                       tinystories_valid_path=tinystories_valid_source(quick), block_size=128, embed_size=128,
+                       n_heads=4, n_blocks=4, kgram_chunk_size=0, kgram_input_mode="embedding", batch_size=16,
+                       epochs=100, time_budget_s=BUDGET_S, sample_every_s=0, log_every=0,
+                       output_dir=str(runs / "compare"))
 
 
 PRESETS = {"lstm_3seqs": _lstm_3seqs, "lstm_tinystories": _lstm_tinystories,
@@ -73,3 +82,50 @@ def preset(name: str, quick: bool | None = None) -> TrainConfig:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     quick = quick_mode() if quick is None else quick
     return PRESETS[name](quick, runs_root(quick), tinystories_source(quick))
+
+
+# --- the equal-time comparison (04 trains it; 05 and 06 load it) ---
+
+BUDGET_S, SWEEP_S = 900.0, 40.0  # seconds of training steps: each final run, each try of the sweep
+SWEEP_RATES = {"kgram_mlp_seq": (1e-3, 3e-3, 1e-2), "lstm_seq": (1e-3, 3e-3, 1e-2),
+               "kvcache_transformer": (5e-4, 1e-3, 2e-3)}
+
+
+@dataclass
+class Compared:
+    """One model of the comparison: the trained model, its History, the rate chosen and the sweep behind it."""
+
+    model: object
+    history: object
+    learning_rate: float
+    sweep: dict  # learning rate -> validation loss after the short try (None: its loss became non-finite)
+
+
+def compare(corpus, quick: bool | None = None, names=COMPARE_MODELS, verbose: bool = True) -> dict:
+    """Each model of ``names``: a SWEEP_S-second try per rate of SWEEP_RATES, then the best try continued to
+    BUDGET_S seconds (constant rate, so the try is the run's start). Returns {name: Compared}; runs are saved
+    and load at once the next time. Quick mode: a 5-step try (one epoch) of two rates, 15 steps in all.
+
+    Args: corpus: load_corpus(preset("compare_tinystories", quick)); verbose: the live plots and progress lines."""
+    from pico_helpers.models import build_model
+    from pico_helpers.training import train
+
+    quick = quick_mode() if quick is None else quick
+    base = preset("compare_tinystories", quick)
+    short = base.replace(epochs=1) if quick else base.replace(time_budget_s=SWEEP_S)
+    results = {}
+    for name in names:
+        sweep, trained = {}, {}
+        for rate in SWEEP_RATES[name][:2] if quick else SWEEP_RATES[name]:
+            model = build_model(name, short.replace(learning_rate=rate), corpus.vocab_size)
+            try:
+                trained[rate] = train(model, corpus, short.replace(learning_rate=rate), f"{name}_lr{rate:g}",
+                                      verbose=False)
+                sweep[rate] = trained[rate].val_points[-1][1]
+            except ValueError:  # the loss became non-finite: the rate is too high
+                sweep[rate] = None
+        rate = min((loss, r) for r, loss in sweep.items() if loss is not None)[1]
+        model = build_model(name, base.replace(learning_rate=rate), corpus.vocab_size)
+        history = train(model, corpus, base.replace(learning_rate=rate), f"{name}_lr{rate:g}", verbose=verbose)
+        results[name] = Compared(model, history, rate, sweep)
+    return results

@@ -7,9 +7,10 @@ import pytest
 
 from conftest import ROOT, SHARED_DATA
 from pico_helpers.config import TrainConfig
+from pico_helpers.data.tokenizer import get_tokenizer
 from pico_helpers.data import (MixedSequenceDataset, collate, generate_3seqs, iterate_batches, load_corpus,
                                load_text_file, load_tinystories, padding_fraction, read_tinystories_file,
-                               split_train_val)
+                               overlap, split_train_val)
 
 
 def test_committed_3seqs_is_the_generator_output():
@@ -106,6 +107,39 @@ def test_split_is_deterministic_and_disjoint():
     assert split_train_val(seqs, 0.1, seed=4) != a
 
 
+def test_split_holds_out_by_content():
+    seqs = [[i % 7, 1] for i in range(100)] + [[50 + i] for i in range(30)]  # 7 contents repeated, 30 unique
+    train, val = split_train_val(seqs, 0.2, seed=0)
+    assert sorted(map(tuple, train + val)) == sorted(map(tuple, seqs)), "every copy is kept, on one side"
+    assert not set(map(tuple, train)) & set(map(tuple, val))
+    assert len(set(map(tuple, val))) == round(37 * 0.2)  # a fifth of the distinct contents
+    assert overlap(train, val) == 0 and overlap(seqs, val) == len(val)
+
+
+def test_3seqs_validation_lines_never_occur_in_training():
+    cfg = TrainConfig(input_files=[str(ROOT / "input_files" / "3seqs.txt")], tinystories_weight=0.0, block_size=512,
+                      vocab="full")
+    lines = load_text_file(cfg.input_files[0], get_tokenizer())
+    assert overlap(*split_train_val(lines, 0.0001, seed=0)) == 0 < overlap(lines[:5000], lines[5000:]), "3seqs repeats"
+    corpus = load_corpus(cfg)  # block 512 > every line: the datasets hold whole lines
+    train, val = corpus.train.other, corpus.val.other
+    assert len(val) > 500 and overlap(train, val) == 0
+    assert "0 validation lines also in training" in corpus.description
+
+
+def test_a_separate_validation_file_is_the_held_out_set(tinystories_file, tmp_path):
+    valid = tmp_path / "valid.txt"
+    valid.write_text("".join(f"Valid story {i} about a cat.\n<|endoftext|>\n" for i in range(5)))
+    cfg = TrainConfig.quick(tinystories_weight=1.0, tinystories_path=str(tinystories_file), tinystories_stories=60,
+                            tinystories_valid_path=str(valid), block_size=4096, vocab="full")  # whole stories
+    corpus = load_corpus(cfg)
+    assert len(corpus.train.tinystories) == 60 and len(corpus.val.tinystories) == 5
+    assert corpus.enc.decode(corpus.val.tinystories[2]) == "Valid story 2 about a cat."
+    assert "validation: 5 stories of valid.txt" in corpus.description
+    with pytest.raises(FileNotFoundError, match="tinystories_valid_path"):
+        load_corpus(cfg.replace(tinystories_valid_path=str(tmp_path / "missing.txt")))
+
+
 def test_mixing_is_seeded_and_follows_the_weight():
     tiny, other = [[1]] * 50, [[2]] * 50
     ds = MixedSequenceDataset(tiny, other, tinystories_weight=0.3, seed=0)
@@ -192,7 +226,7 @@ def test_load_corpus_3seqs(enc):
     cfg = TrainConfig.quick(long_examples="truncate")
     full = load_corpus(cfg.replace(vocab="full"))
     assert full.vocab_size == 50257 and full.sources == {"tinystories": 0, "files": 10000}
-    assert len(full.train) == 9000 and len(full.val) == 1000
+    assert len(full.train) + len(full.val) == 10000 and 900 < len(full.val) < 1100  # ~10% of the distinct lines
     assert "3seqs.txt" in full.description and "padding" in full.description
     corpus = load_corpus(cfg)  # the default: the corpus vocabulary of the training split's ids
     lines = load_text_file("input_files/3seqs.txt", enc)
@@ -226,7 +260,8 @@ def test_validation_scores_each_held_out_sequence_once(tinystories_file):
                             long_examples="truncate")
     corpus = load_corpus(cfg)
     items = [tuple(corpus.val[i]) for i in range(len(corpus.val))]
-    assert len(corpus.val) == len(corpus.val.tinystories) + len(corpus.val.other) == 4 + 1000
-    assert items[:4] == [tuple(s) for s in corpus.val.tinystories]
+    n_tiny, n_lines = len(corpus.val.tinystories), len(corpus.val.other)
+    assert len(corpus.val) == n_tiny + n_lines and n_tiny >= 4 and 900 < n_lines < 1100  # ~10% of each by content
+    assert items[:n_tiny] == [tuple(s) for s in corpus.val.tinystories]
     only_tiny = load_corpus(cfg.replace(tinystories_weight=1.0))
     assert only_tiny.sources["files"] == 0 and len(only_tiny.val.other) == 0, "weight 1 never draws the files"

@@ -14,7 +14,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from pico_helpers.analysis import plots
 from pico_helpers.config import TrainConfig
 from pico_helpers.data import CorpusVocab, MixedSequenceDataset, load_corpus
-from pico_helpers.models import build_model
+from pico_helpers.models import build_model, count_parameters
 from pico_helpers.training import (Callback, History, RunStore, data_fingerprint, evaluate, load_checkpoint,
                                    pick_device, run_identity, train)
 import pico_helpers.training.loop as loop
@@ -324,6 +324,28 @@ def test_loss_plot_has_log_axis_and_labels(setup, tmp_path):
 
 
 # --- devices and models ---
+
+def test_time_budget_stops_the_run_and_a_larger_one_continues_it(setup, tmp_path, monkeypatch):
+    cfg, corpus = setup
+    clock = iter(range(10**6))  # each perf_counter call is one second later: a step takes a second
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: float(next(clock)))
+    cfg = cfg.replace(output_dir=str(tmp_path), epochs=50, time_budget_s=6.0)
+    h = fit(cfg, corpus, name="budget", verbose=False)
+    assert h.finished and h.step == 6 and h.train_time_s == 6.0, (h.step, h.train_time_s)
+    assert len(h.val_points) >= 6, "about TIME_POINTS validation points over the budget"
+    again = fit(cfg, corpus, name="budget", verbose=False)
+    assert again.step == 6, "a run that spent its budget loads as finished"
+    longer = fit(cfg.replace(time_budget_s=10.0), corpus, name="budget", verbose=False)
+    assert longer.step == 10 and longer.step_loss[:6] == h.step_loss
+
+
+def test_non_embedding_parameters_leave_out_the_vocabulary_layers():
+    cfg = TrainConfig.quick(embed_size=16, n_blocks=1, n_heads=2, kgram_input_mode="embedding")
+    for name in ("lstm_seq", "kgram_mlp_seq", "kvcache_transformer"):
+        model = build_model(name, cfg, 100)
+        vocab_sized = sum(p.numel() for n, p in model.named_parameters() if "embedding" in n or n.startswith("head"))
+        assert count_parameters(model, non_embedding=True) == count_parameters(model) - vocab_sized, name
+
 
 def test_pick_device_falls_back_with_a_message(capsys):
     if torch.cuda.is_available():

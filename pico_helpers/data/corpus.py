@@ -11,21 +11,32 @@ import torch
 
 from pico_helpers.data.sources import TINYSTORIES_ENV, TINYSTORIES_HUB, load_text_file, load_tinystories
 
-__all__ = ["split_train_val", "MixedSequenceDataset", "HeldOutSet", "collate", "iterate_batches", "padding_fraction",
+__all__ = ["split_train_val", "overlap", "VALID_STORIES", "MixedSequenceDataset", "HeldOutSet", "collate", "iterate_batches", "padding_fraction",
            "Corpus", "load_corpus", "PAD_ID"]
 
+VALID_STORIES = 1000  # stories read from a separate validation file
 PAD_ID = 0  # right padding; masked out of every loss (it is GPT-2's "!", a real token)
 
 
 # --- splits and mixing ---
 
 def split_train_val(seqs: list, test_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:
-    """Deterministic held-out split: a seeded permutation, the last ``test_fraction`` becomes validation."""
-    order = list(range(len(seqs)))
-    random.Random(seed).shuffle(order)
-    n_val = max(int(round(len(seqs) * test_fraction)), int(test_fraction > 0))  # at least one if any is asked
-    cut = len(seqs) - (min(n_val, len(seqs) - 1) if len(seqs) > 1 else 0)
-    return [seqs[i] for i in order[:cut]], [seqs[i] for i in order[cut:]]
+    """Deterministic held-out split by content: the distinct sequences in a seeded order, the last
+    ``test_fraction`` of them held out with all their copies, so no validation sequence also occurs in training."""
+    copies: dict[tuple, list] = {}  # content -> its copies, in the order they occur
+    for s in seqs:
+        copies.setdefault(tuple(s), []).append(s)
+    distinct = list(copies.values())
+    random.Random(seed).shuffle(distinct)
+    n_val = max(int(round(len(distinct) * test_fraction)), int(test_fraction > 0))  # at least one if any is asked
+    cut = len(distinct) - (min(n_val, len(distinct) - 1) if len(distinct) > 1 else 0)
+    return [s for group in distinct[:cut] for s in group], [s for group in distinct[cut:] for s in group]
+
+
+def overlap(train: list, val: list) -> int:
+    """How many validation sequences also occur, token for token, in the training list."""
+    seen = set(map(tuple, train))
+    return sum(tuple(s) in seen for s in val)
 
 
 class MixedSequenceDataset(torch.utils.data.Dataset):
@@ -149,6 +160,10 @@ def _load_tokens(kind: str, key: str, n: int | None, enc):
     return load_tinystories(enc, n_stories=n, path=key or None)
 
 
+def _mtime(path: str) -> float:
+    return Path(path).stat().st_mtime if path and Path(path).is_file() else 0.0
+
+
 def _examples(seqs: list, block_size: int, long_examples: str) -> list:
     """Examples of at most block_size tokens. "windows": consecutive windows that overlap by one token, so every
     next-token pair of a long sequence is in exactly one window; "truncate": the first block_size tokens only."""
@@ -176,15 +191,25 @@ def load_corpus(config, enc=None) -> Corpus:
         seqs = tokens("file", str(p.resolve()), p.stat().st_mtime, None)
         files_seqs += seqs
         parts.append(f"{p.name} ({len(seqs):,} lines)")
-    tiny_seqs: list[list[int]] = []
+    tiny_seqs, valid_seqs = [], None
     if config.tinystories_weight > 0:
         path = config.tinystories_path or os.environ.get(TINYSTORIES_ENV) or ""
-        mtime = Path(path).stat().st_mtime if path and Path(path).is_file() else 0.0
-        tiny_seqs = tokens("tiny", path, mtime, config.tinystories_stories)
-        where = Path(path).name if path else TINYSTORIES_HUB
-        parts.append(f"TinyStories from {where} ({len(tiny_seqs):,} stories)")
+        tiny_seqs = tokens("tiny", path, _mtime(path), config.tinystories_stories)
+        parts.append(f"TinyStories from {Path(path).name if path else TINYSTORIES_HUB} ({len(tiny_seqs):,} stories")
+        if config.tinystories_valid_path:
+            if not Path(config.tinystories_valid_path).is_file():
+                raise FileNotFoundError(f"tinystories_valid_path {config.tinystories_valid_path} is not a file: "
+                                        "give a TinyStories validation text file (e.g. TinyStories-valid.txt) or None")
+            valid = str(Path(config.tinystories_valid_path).resolve())
+            valid_seqs = tokens("tiny", valid, _mtime(valid), VALID_STORIES)
+            parts[-1] += f"; validation: {len(valid_seqs):,} stories of {Path(valid).name})"
+        else:
+            parts[-1] += ")"
     # Split whole stories and lines first, then cut them: a story's windows never straddle train and validation.
     splits = [split_train_val(seqs, config.test_fraction, config.seed) for seqs in (tiny_seqs, files_seqs)]
+    if valid_seqs is not None:
+        splits[0] = (tiny_seqs, valid_seqs)
+    leaks = [overlap(*pair) for pair in splits]
     # The vocabulary of the whole training lines and stories, so no block_size or truncation changes it.
     vocab = CorpusVocab.from_sequences(splits[0][0] + splits[1][0], enc.n_vocab) if config.vocab == "corpus" else None
     cut = functools.partial(_examples, block_size=config.block_size, long_examples=config.long_examples)
@@ -204,6 +229,8 @@ def load_corpus(config, enc=None) -> Corpus:
                       else f"examples truncated: {kept:.0%} of the tokens used")
                    + f"), {len(train):,} train / {len(val) if val else 0:,} val sequences, padding {pad[0]:.0%}"
                    + (f" -> {pad[1]:.0%} (bucketed by length)" if config.bucket_by_length else "")
+                   + "".join(f", {n:,} validation {what} also in training" for n, what, pair
+                             in zip(leaks, ("stories", "lines"), splits) if pair[1])
                    + (f", corpus vocabulary of {len(vocab.ids):,} ids + other ({unseen:,} validation tokens unseen "
                       "in training)" if vocab
                       else f", full vocabulary of {enc.n_vocab:,} ids"))

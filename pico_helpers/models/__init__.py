@@ -37,6 +37,14 @@ def build_model(name: str, config, vocab_size: int, vocab=None) -> torch.nn.Modu
     return model
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    """Number of distinct trainable parameters (a tied weight counts once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())
+def count_parameters(model: torch.nn.Module, non_embedding: bool = False) -> int:
+    """Number of distinct trainable parameters (a tied weight counts once). ``non_embedding``: without the layers
+    whose inputs or outputs are the vocabulary (embedding tables, the head, the one-hot K-gram's first layer)."""
+    params = {id(p): p for p in model.parameters() if p.requires_grad}
+    if non_embedding:
+        vocab_layers = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)] + [model.head]
+        vocab_layers += [model.first] if getattr(model, "input_mode", None) == "one_hot" else []
+        for m in vocab_layers:
+            for p in m.parameters():
+                params.pop(id(p), None)
+    return sum(p.numel() for p in params.values())

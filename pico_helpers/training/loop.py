@@ -26,7 +26,8 @@ from pico_helpers.training.store import RunStore, load_checkpoint, run_identity
 __all__ = ["pick_device", "make_optimizer", "lr_at", "train_step", "evaluate", "train_epoch", "train",
            "load_checkpoint"]
 
-VAL_SAMPLE = 64  # held-out sequences scored at a mid-epoch validation point: ten a run cost little next to training
+VAL_SAMPLE = 256  # held-out sequences scored at a mid-epoch validation point (epoch ends score all of them)
+TIME_POINTS = 12  # validation points over a time budget (time_budget_s)
 
 
 # --- device and optimizer ---
@@ -182,6 +183,15 @@ def _call(hooks, event: str, history: History, model) -> None:
             getattr(hook, event)(history, model)
 
 
+def _out_of_time(history: History, config: TrainConfig, ticks: int = 1, back_s: float = 0.0) -> int:
+    """Whole ticks of the time budget (budget / ``ticks`` each) spent ``back_s`` seconds ago; 0 without a budget."""
+    return int((history.train_time_s - back_s) * ticks / config.time_budget_s) if config.time_budget_s else 0
+
+
+def _complete(history: History, config: TrainConfig) -> bool:
+    return history.finished and (history.epoch >= config.epochs or _out_of_time(history, config) > 0)
+
+
 def _epoch_line(history: History, i: int, mark: str) -> str:
     train_loss, val, speed = history.epoch_train_loss[i], history.epoch_val_loss[i], history.epoch_tokens_per_s[i]
     uniform = math.log(max(history.vocab_size, 2))  # the loss of a uniform guess
@@ -236,12 +246,16 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
         if config.log_every and (i + 1) % config.log_every == 0:
             say(f"[{history.model}] epoch {epoch + 1}, step {i + 1}/{n_steps}: partial average loss "
                 f"{loss_sum / (i + 1):.4f}")
-        if every and history.step % every == 0 and i + 1 < n_steps and corpus.val is not None:
+        due = (_out_of_time(history, config, TIME_POINTS) > _out_of_time(history, config, TIME_POINTS, dt)
+               if config.time_budget_s else every and history.step % every == 0)
+        if due and i + 1 < n_steps and not _out_of_time(history, config) and corpus.val is not None:
             val = evaluate(model, _val_sample(corpus.val), config.batch_size, device, bf16, config.loss_chunk_size,
                            corpus.vocab)
             history.val_points.append((history.step, val))
             _call(hooks, "on_eval", history, model)
         _call(hooks, "on_step", history, model)
+        if _out_of_time(history, config):
+            break
     val = evaluate(model, corpus.val, config.batch_size, device, bf16, config.loss_chunk_size, corpus.vocab)
     with _hold_interrupts():
         history.epoch_train_loss.append(loss_sum / max(history.step_in_epoch, 1))
@@ -262,7 +276,7 @@ def _open_run(store: RunStore, run_id: str, model, optimizer, config: TrainConfi
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         history = History.from_dict(ckpt["history"])
-        if history.finished and history.epoch >= config.epochs:
+        if _complete(history, config):
             say(f"[{store.name}] already trained ({history.step} steps): loaded {store.checkpoint}")
         else:
             say(f"[{store.name}] resuming from {store.checkpoint}: epoch {history.epoch + 1}, step "
@@ -308,7 +322,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
                           vocab_size=corpus.vocab_size)
         say(f"[{name}] {history.n_params:,} parameters on {device} ({why}); "
             f"data: {corpus.description}")
-    elif history.finished and history.epoch >= config.epochs:
+    elif _complete(history, config):
         return history  # nothing written: a finished run loads from a read-only folder too
     history.config, history.device, history.bf16 = config.to_dict(), str(device), bf16
     history.finished = False  # until its last epoch is done (a finished run may get more epochs)
@@ -327,7 +341,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
 
     model.train()
     try:
-        while history.epoch < config.epochs:
+        while history.epoch < config.epochs and not _out_of_time(history, config):
             train_epoch(model, optimizer, corpus, config, history, step_model, bf16, hooks, say)
             save()
             _call(hooks, "on_epoch_end", history, model)
