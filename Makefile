@@ -36,7 +36,7 @@ $(TOKENIZER): $(STAMP)
 	touch $@
 
 workbook: setup
-	$(PY) -m pico_helpers.workbook --quick $(QUICK)
+	$(PY) -m tools.run_workbook --quick $(QUICK)
 
 test: setup
 	$(PY) -m pytest -q

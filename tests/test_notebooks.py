@@ -7,7 +7,7 @@ import pytest
 
 from pico_helpers.workbook import export_answers
 from pico_helpers.workbook.notebook_answers import EXPECTED_ANSWERS
-from pico_helpers.workbook.run import execute_notebook, notebook_paths
+from tools.run_workbook import execute_notebook, notebook_paths
 
 NOTEBOOKS = notebook_paths()
 

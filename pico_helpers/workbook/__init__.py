@@ -1,4 +1,5 @@
-"""The workbook around the notebooks: display helpers, running them headless (``make workbook``), the answers export."""
+"""The workbook around the notebooks: display helpers (tables, timers, result rows) and the answers export.
+Running the notebooks headless (`make workbook`) is tools/run_workbook.py, outside the package."""
 from __future__ import annotations
 
 from pico_helpers.workbook.display import (cell_text, continues_count, epoch_table, md_table, median_seconds,

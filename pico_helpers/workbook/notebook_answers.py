@@ -160,7 +160,7 @@ def load_notebooks(source_dir: Path, executed_dir: Path, warnings: list[str]) ->
             _check_stale(entry, copy.stat().st_mtime < path.stat().st_mtime, warnings)
         else:
             warnings.append(f"{path.stem}: {why} in {repo_path(executed_dir)}/ (not executed): its answers lack "
-                            f"evidence; run `make workbook` (or `python -m pico_helpers.workbook --only {path.stem[:2]}`)")
+                            f"evidence; run `make workbook` (or `python -m tools.run_workbook --only {path.stem[:2]}`)")
         notebooks.append(entry)
     warnings += [f"{repo_path(extra)} has no source notebook in {repo_path(source_dir)}/; skipped" for extra in
                  sorted(executed_dir.glob("[0-9][0-9]_*.ipynb")) if not (source_dir / extra.name).is_file()]

@@ -1,4 +1,4 @@
-"""`make workbook`: execute every notebook headless into build/ and export the answers.
+"""`make workbook` (`python -m tools.run_workbook`): execute every notebook headless into build/ and export the answers.
 Quick mode (the default without a GPU) writes build/answers.md; a full run (--quick 0) writes answers.md."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 BUILD = ROOT / "build"
 
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     print(f"Executing {len(paths)} notebooks in {'quick' if quick else 'full'} mode into {out_dir}/")
     for src in paths:
         print(f"  {src.name}: {execute_notebook(src, out_dir / src.name, quick):.0f} s")
-    from pico_helpers.__main__ import export
+    from tools.export import export
 
     return export(out_dir, BUILD / "answers.md" if quick else ROOT / "answers.md", force=args.force)
 
