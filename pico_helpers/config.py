@@ -1,7 +1,5 @@
 """One configuration dataclass for data, models and training, named after the course's flags.
-
-Used in every notebook (the `parameters` cell) and by pico.py, whose flags are built from these fields.
-"""
+Used in every notebook (the `parameters` cell) and by pico.py, whose flags are built from these fields."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,9 +19,7 @@ MODEL_NAMES = ("kgram_mlp_seq", "lstm_seq", "kvcache_transformer")
 
 def find_repo_root(start: str | os.PathLike | None = None) -> Path:
     """The workbook's folder (the one holding pico.py and input_files/), searched upwards from ``start`` (cwd).
-
-    Notebooks call ``os.chdir(find_repo_root())`` first, so paths read the same as in pico.py and the README.
-    """
+    Notebooks call ``os.chdir(find_repo_root())`` first, so paths read the same as in pico.py and the README."""
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "pico.py").is_file() and (folder / "pico_helpers").is_dir():
@@ -31,8 +27,8 @@ def find_repo_root(start: str | os.PathLike | None = None) -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def quick_mode(default: bool | None = None) -> bool:
-    """Read the quick switch: PICO_QUICK=1/0; unset -> ``default``, or quick unless CUDA is available."""
+def quick_mode() -> bool:
+    """Read the quick switch: PICO_QUICK=1/0; unset or auto: quick unless CUDA is available."""
     value = os.environ.get("PICO_QUICK", "").strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
@@ -40,8 +36,6 @@ def quick_mode(default: bool | None = None) -> bool:
         return False
     if value not in ("", "auto"):
         raise ValueError(f"PICO_QUICK must be 1, 0 or auto, got {value!r}")
-    if default is not None:
-        return default
     import torch
 
     return not torch.cuda.is_available()
@@ -90,10 +84,8 @@ def field_kind(f: dataclasses.Field) -> tuple[type, bool]:
 @dataclass
 class TrainConfig:
     """Every size and switch of a run. Field names and defaults follow the course starter's flags.
-
     ``TrainConfig.quick()`` gives a small variant for smoke runs and CI. Each field is checked for type and range
-    when the config is made, with an error that names the field and a valid value.
-    """
+    when the config is made, with an error that names the field and a valid value."""
 
     # --- data ---
     input_files: list[str] = _field([], "local text files, one example per non-empty line", run_id=False,
@@ -129,8 +121,8 @@ class TrainConfig:
     batch_size: int = _field(16, "sequences per batch", _at_least(1))
     epochs: int = _field(3, "passes over the training data", _at_least(0), run_id=False)
     learning_rate: float = _field(1e-3, "Adam learning rate", _POSITIVE)
-    lr_schedule: str = _field("constant", "learning rate per update: constant, or linear warm-up then cosine "
-                              "decay to 10% of learning_rate at the run's last step", choices=("constant", "cosine"))
+    lr_schedule: str = _field("constant", "learning rate per update: constant, or linear warm-up then cosine decay "
+                              "to 10% of learning_rate at the last step (or time_budget_s)", choices=("constant", "cosine"))
     warmup_steps: int = _field(0, "updates of linear warm-up (cosine schedule)", _at_least(0), 20)
     max_steps_per_epoch: int | None = _field(None, "end each epoch after N steps", _at_least(1), 200, run_id=False)
     time_budget_s: float | None = _field(None, "stop after this many seconds of training steps (equal-time "
@@ -171,8 +163,7 @@ class TrainConfig:
                     embed_size=64, n_heads=2, n_blocks=2, epochs=2, max_steps_per_epoch=50,
                     batch_size=16, kgram_chunk_size=0, log_every=25, sample_every_s=0.0,
                     prompt="0 1 2 3 4", tinystories_stories=500)
-        base.update(overrides)
-        return cls(**base)
+        return cls(**(base | overrides))
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (``dataclasses.replace``)."""

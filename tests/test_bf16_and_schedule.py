@@ -102,6 +102,10 @@ def test_cosine_schedule_values():
     assert all(a >= b for a, b in zip(decay, decay[1:]))
     assert loop.lr_at(57, TrainConfig.quick(learning_rate=3e-3), total) == 3e-3  # constant: the starter's
     assert loop.lr_at(0, cfg.replace(warmup_steps=0), total) == pytest.approx(1e-3)  # no warm-up: starts at the peak
+    timed = cfg.replace(time_budget_s=60.0)  # with a time budget the decay follows the training seconds, not steps
+    assert loop.lr_at(10, timed, total, elapsed_s=30.0) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert loop.lr_at(10, timed, total, elapsed_s=90.0) == pytest.approx(1e-4)  # past the budget: the floor
+    assert loop.lr_at(5, timed, total, elapsed_s=50.0) == pytest.approx(6e-4)  # the warm-up still counts steps
 
 
 def test_a_resumed_run_gets_the_same_learning_rates(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 
@@ -20,7 +20,7 @@ from pico_helpers.training import distributed
 from pico_helpers.training.callbacks import LossPlot, TextSamples
 from pico_helpers.training.history import History
 from pico_helpers.training.losses import next_token_loss
-from pico_helpers.training.precision import bf16_choice
+from pico_helpers.training.precision import CompiledView, autocast, bf16_choice
 from pico_helpers.training.store import RunStore, load_checkpoint, run_identity
 
 __all__ = ["pick_device", "make_optimizer", "lr_at", "train_step", "evaluate", "train_epoch", "train",
@@ -52,19 +52,17 @@ def pick_device(device_id: str | None = None, verbose: bool = True) -> torch.dev
     return device
 
 
-def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
-    """Learning rate of update ``step`` (0-based) of ``total_steps``: a pure function of the step, so a resumed run
-    gets the same rates. "cosine": linear warm-up over warmup_steps, then cosine decay to 10% of learning_rate."""
+def lr_at(step: int, config: TrainConfig, total_steps: int, elapsed_s: float = 0.0) -> float:
+    """Learning rate of update ``step`` (0-based): a pure function of the step (and, with a time budget, of the
+    training seconds so far), so a resumed run gets the same rates. "cosine": linear warm-up over warmup_steps,
+    then cosine decay to 10% of learning_rate at the last of ``total_steps``, or at the end of time_budget_s."""
     if config.lr_schedule == "constant":
         return config.learning_rate
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - 1 - config.warmup_steps))
-    return config.learning_rate * (0.1 + 0.9 * (1 + math.cos(math.pi * progress)) / 2)  # from 100% to 10%
-
-
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    progress = (elapsed_s / config.time_budget_s if config.time_budget_s
+                else (step - config.warmup_steps) / max(1, total_steps - 1 - config.warmup_steps))
+    return config.learning_rate * (0.1 + 0.9 * (1 + math.cos(math.pi * min(1.0, progress))) / 2)  # 100% to 10%
 
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Optimizer:
@@ -76,33 +74,12 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, device: torch.d
         return torch.optim.Adam(params, lr=learning_rate)
 
 
-class _CompiledView:
-    """``model.hidden`` under torch.compile with ``model.head`` shared, so the state dict keeps its plain keys.
-
-    torch.compile fails lazily, at the first call; this then says so once and goes on in eager mode.
-    """
-
-    def __init__(self, model: torch.nn.Module, say=print):
-        self.model, self.head, self.say = model, model.head, say
-        self.compiled = torch.compile(model.hidden)
-
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.compiled is not None:
-            try:
-                return self.compiled(idx)
-            except Exception as err:  # a backend or tracing failure; the eager call below re-raises real errors
-                self.say(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); continuing in eager mode.")
-                self.compiled = None
-        return self.model.hidden(idx)
-
-
 # --- one step, one evaluation ---
 
 def train_step(model, optimizer: torch.optim.Optimizer, tokens: torch.Tensor, mask: torch.Tensor | None = None,
                bf16: bool = False, loss_chunk_size: int | None = None, vocab=None) -> float:
-    """One optimizer step on one batch: next-token loss, backward, Adam update. Returns the loss before the update.
-
-    A non-finite loss is returned without applying its update, so the weights stay as they were.
+    """One optimizer step on one batch: next-token loss, backward, Adam update. Returns the loss before the update;
+    a non-finite loss is returned without applying its update, so the weights stay as they were.
 
     Args:
         model: follows the model contract (``hidden``, ``head``): the model, its compiled view, or distributed.wrap's.
@@ -110,7 +87,7 @@ def train_step(model, optimizer: torch.optim.Optimizer, tokens: torch.Tensor, ma
         bf16: the forward under bfloat16 autocast; loss_chunk_size: rows per chunk of the fused loss.
         vocab: the CorpusVocab the ids are in (``corpus.vocab``), so the loss is over all GPT-2 ids; None: GPT-2 ids.
     """
-    with _autocast(tokens.device, bf16):
+    with autocast(tokens.device, bf16):
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
             loss, mean = model(tokens, mask, chunk_size=loss_chunk_size, vocab=vocab)  # mean: over all ranks
         else:
@@ -143,7 +120,7 @@ def evaluate(model, dataset, batch_size: int = 16, device=None, bf16: bool = Fal
         n = int(mask[1:].sum())
         if n == 0:
             continue
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             loss = next_token_loss(model, tokens, mask, chunk_size=loss_chunk_size, vocab=vocab)
         total += float(loss) * n
         count += n
@@ -203,11 +180,10 @@ def _epoch_line(history: History, i: int, mark: str) -> str:
 
 def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: History, step_model=None,
                 bf16: bool = False, hooks=(), say=print) -> None:
-    """Train epoch ``history.epoch`` to its end, from its step ``history.step_in_epoch``, then record the epoch.
+    """Train epoch ``history.epoch`` to its end (or the time budget's), from step ``history.step_in_epoch``.
 
     The History is the run's position: each step's loss enters it together with that update, and the epoch's
     means together with its end (a Ctrl-C waits for both), so a checkpoint taken at any interrupt resumes exactly.
-
     Args:
         model, optimizer: the model (on its device) and its optimizer; step_model: what the training loss runs
             through (the compiled view), default ``model``.
@@ -230,7 +206,7 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
         t0 = time.perf_counter()
         tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(history.step, config, config.epochs * n_steps)
+            group["lr"] = lr_at(history.step, config, config.epochs * n_steps, history.train_time_s)
         with _hold_interrupts():
             loss = train_step(step_model, optimizer, tokens, mask, bf16, config.loss_chunk_size, corpus.vocab)
             if not math.isfinite(loss):
@@ -246,15 +222,16 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
         if config.log_every and (i + 1) % config.log_every == 0:
             say(f"[{history.model}] epoch {epoch + 1}, step {i + 1}/{n_steps}: partial average loss "
                 f"{loss_sum / (i + 1):.4f}")
+        over = _out_of_time(history, config)
         due = (_out_of_time(history, config, TIME_POINTS) > _out_of_time(history, config, TIME_POINTS, dt)
                if config.time_budget_s else every and history.step % every == 0)
-        if due and i + 1 < n_steps and not _out_of_time(history, config) and corpus.val is not None:
+        if due and i + 1 < n_steps and not over and corpus.val is not None:
             val = evaluate(model, _val_sample(corpus.val), config.batch_size, device, bf16, config.loss_chunk_size,
                            corpus.vocab)
             history.val_points.append((history.step, val))
             _call(hooks, "on_eval", history, model)
         _call(hooks, "on_step", history, model)
-        if _out_of_time(history, config):
+        if over:
             break
     val = evaluate(model, corpus.val, config.batch_size, device, bf16, config.loss_chunk_size, corpus.vocab)
     with _hold_interrupts():
@@ -328,7 +305,7 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
     history.finished = False  # until its last epoch is done (a finished run may get more epochs)
     hooks = [LossPlot(store, live=None if verbose else False), TextSamples(corpus.enc, config.prompt,
              config.sample_every_s, say), *callbacks] if distributed.is_main() else []  # torchrun: rank 0's
-    step_model = distributed.wrap(model, _CompiledView(model, say) if config.compile else model)
+    step_model = distributed.wrap(model, CompiledView(model, say) if config.compile else model)
     wall0, wall_before = time.perf_counter(), history.wall_time_s
 
     def save() -> None:

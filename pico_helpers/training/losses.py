@@ -56,15 +56,10 @@ def compute_next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_mask
         pred = pred.float()  # softmax in float32, as autocast would do
     target = tokens[1:].reshape(-1)  # (N_all,)
     per_pair = F.cross_entropy(pred, target, reduction="none")  # (N_all,)
-    if pad_mask is None:
-        count = torch.tensor(float(per_pair.numel()), device=per_pair.device)
-        keep = torch.ones_like(per_pair)
-    else:
-        keep = pad_mask[1:].reshape(-1).to(per_pair.dtype)  # (N_all,) 1 = real target
-        count = keep.sum()
+    keep = torch.ones_like(target, dtype=torch.bool) if pad_mask is None else pad_mask[1:].reshape(-1)  # real target
     # where() rather than multiply: a padded pair's loss never enters, not even as 0 * inf.
-    total = torch.where(keep > 0, per_pair, torch.zeros_like(per_pair)).sum()
-    return total / count.clamp(min=1.0)
+    total = torch.where(keep, per_pair, torch.zeros_like(per_pair)).sum()
+    return total / keep.sum().clamp(min=1).to(total.dtype)
 
 
 # --- fused linear + cross-entropy ---

@@ -1,12 +1,14 @@
-"""bf16 autocast or not: as configured, or auto (CUDA GPUs with bf16, CPUs where it measures faster); for train()."""
+"""The speed switches of train(): bf16 autocast or not (as configured, or auto: CUDA GPUs with bf16, CPUs where it
+measures faster), and the torch.compile view of a model that falls back to eager mode."""
 from __future__ import annotations
 
 import functools
 import timeit
+from contextlib import nullcontext
 
 import torch
 
-__all__ = ["bf16_choice", "cpu_bf16_choice", "MIN_SPEEDUP"]
+__all__ = ["bf16_choice", "cpu_bf16_choice", "autocast", "CompiledView", "MIN_SPEEDUP"]
 
 MIN_SPEEDUP = 1.2  # bf16 must beat float32 by this much on the matmul; the rest of a step gains less
 
@@ -44,3 +46,28 @@ def cpu_bf16_choice() -> tuple[bool, str]:
         return False, f"fp32: the bf16 check could not run ({type(err).__name__})"
     verdict = "bf16 autocast" if speedup >= MIN_SPEEDUP else "fp32"
     return speedup >= MIN_SPEEDUP, f"{verdict}: CPU has {hardware}, bf16 {speedup:.1f}x on a head-sized matmul"
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bfloat16 autocast on ``device`` if ``bf16``, else a context that changes nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+class CompiledView:
+    """``model.hidden`` under torch.compile with ``model.head`` shared, so the state dict keeps its plain keys.
+
+    torch.compile fails lazily, at the first call; this then says so once and goes on in eager mode.
+    """
+
+    def __init__(self, model: torch.nn.Module, say=print):
+        self.model, self.head, self.say = model, model.head, say
+        self.compiled = torch.compile(model.hidden)
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(idx)
+            except Exception as err:  # a backend or tracing failure; the eager call below re-raises real errors
+                self.say(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); continuing in eager mode.")
+                self.compiled = None
+        return self.model.hidden(idx)
