@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import warnings
 
-import torch
-
 from pico_helpers.analysis.attention import attention_maps
 from pico_helpers.analysis.embeddings import _token, describe_neighbours, embedding_table, number_words
 from pico_helpers.analysis.figures import plot_attention, plot_embedding_scatter, token_structure_plot
@@ -121,9 +119,8 @@ class AttentionViewer(_View):
 
         super().__init__()
         self.model, self.enc = model, enc
-        # The full width of the cell: at the default 300 px the box showed only the first 34 characters.
         self.prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False,
-                                   layout=widgets.Layout(width="100%"))
+                                   layout=widgets.Layout(width="100%"))  # the default 300 px shows 34 characters
         self.layer = widgets.IntSlider(value=0, min=0, max=0, description="layer")
         self.head = widgets.IntSlider(value=0, min=0, max=0, description="head")
         self.note = widgets.Label()  # says why a slider is disabled

@@ -11,8 +11,8 @@ import torch
 
 from pico_helpers.data.sources import TINYSTORIES_ENV, TINYSTORIES_HUB, load_text_file, load_tinystories
 
-__all__ = ["split_train_val", "overlap", "VALID_STORIES", "MixedSequenceDataset", "HeldOutSet", "collate", "iterate_batches", "padding_fraction",
-           "Corpus", "load_corpus", "PAD_ID"]
+__all__ = ["split_train_val", "overlap", "VALID_STORIES", "MixedSequenceDataset", "HeldOutSet", "collate",
+           "iterate_batches", "padding_fraction", "Corpus", "load_corpus", "PAD_ID"]
 
 VALID_STORIES = 1000  # stories read from a separate validation file
 PAD_ID = 0  # right padding; masked out of every loss (it is GPT-2's "!", a real token)
@@ -41,7 +41,6 @@ def overlap(train: list, val: list) -> int:
 
 class MixedSequenceDataset(torch.utils.data.Dataset):
     """The starter's mixture, seeded: item i comes from TinyStories with probability ``tinystories_weight``.
-
     Item i's draw depends only on (seed, epoch, i). With one source in use (weight 0 or 1, or one list empty) item i
     is that source's sequence i, so a shuffled epoch visits each once. Length = len(tinystories) + len(other)."""
 
@@ -101,7 +100,6 @@ BUCKET_BATCHES = 50  # batches per length bucket: sorted within ~50 batches, so 
 
 def _batch_order(dataset, batch_size: int, shuffle: bool, seed: int, epoch: int, bucket: bool) -> list[list[int]]:
     """The item indices of each batch: a pure function of (dataset, seed, epoch), so a resumed epoch can skip ahead.
-
     ``bucket``: sort each group of BUCKET_BATCHES batches of the order by length, cut it, shuffle the batches."""
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     order = torch.randperm(len(dataset), generator=g).tolist() if shuffle else list(range(len(dataset)))
@@ -145,19 +143,18 @@ class Corpus:
     vocab: "CorpusVocab | None" = None
 
 
+def _load_tokens(kind: str, key: str, n: int | None, enc):
+    """Whole token lists of a file's lines (``kind`` "file") or of ``n`` TinyStories stories ("tiny")."""
+    return load_text_file(key, enc) if kind == "file" else load_tinystories(enc, n_stories=n, path=key or None)
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_tokens(kind: str, key: str, mtime: float, n: int | None):
-    """Whole GPT-2 token lists of a file's lines or of TinyStories, memoised per process (mtime invalidates an
-    entry); shared between calls, so never changed in place."""
+    """``_load_tokens`` with GPT-2's tokenizer, memoised per process (mtime invalidates an entry); shared between
+    calls, so never changed in place."""
     from pico_helpers.data.tokenizer import get_tokenizer
 
     return _load_tokens(kind, key, n, get_tokenizer())
-
-
-def _load_tokens(kind: str, key: str, n: int | None, enc):
-    if kind == "file":
-        return load_text_file(key, enc)
-    return load_tinystories(enc, n_stories=n, path=key or None)
 
 
 def _mtime(path: str) -> float:
@@ -202,9 +199,8 @@ def load_corpus(config, enc=None) -> Corpus:
                                         "give a TinyStories validation text file (e.g. TinyStories-valid.txt) or None")
             valid = str(Path(config.tinystories_valid_path).resolve())
             valid_seqs = tokens("tiny", valid, _mtime(valid), VALID_STORIES)
-            parts[-1] += f"; validation: {len(valid_seqs):,} stories of {Path(valid).name})"
-        else:
-            parts[-1] += ")"
+            parts[-1] += f"; validation: {len(valid_seqs):,} stories of {Path(valid).name}"
+        parts[-1] += ")"
     # Split whole stories and lines first, then cut them: a story's windows never straddle train and validation.
     splits = [split_train_val(seqs, config.test_fraction, config.seed) for seqs in (tiny_seqs, files_seqs)]
     if valid_seqs is not None:
@@ -232,8 +228,7 @@ def load_corpus(config, enc=None) -> Corpus:
                    + "".join(f", {n:,} validation {what} also in training" for n, what, pair
                              in zip(leaks, ("stories", "lines"), splits) if pair[1])
                    + (f", corpus vocabulary of {len(vocab.ids):,} ids + other ({unseen:,} validation tokens unseen "
-                      "in training)" if vocab
-                      else f", full vocabulary of {enc.n_vocab:,} ids"))
+                      "in training)" if vocab else f", full vocabulary of {enc.n_vocab:,} ids"))
     return Corpus(train=train, val=val, enc=enc, vocab_size=vocab.n_vocab if vocab else enc.n_vocab,
                   description=description, sources={"tinystories": len(tiny_seqs), "files": len(files_seqs)},
                   vocab=vocab)

@@ -1,6 +1,7 @@
 """Where text comes from, as GPT-2 ids per example: the 3seqs generator, local files, TinyStories (01_embeddings on)."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -61,26 +62,28 @@ def _folder_listing(folder: Path) -> str:
     return f"files in {folder}/: " + (", ".join(names) if names else "(none)")
 
 
-def _check_file(path: Path, what: str, where: str = "") -> None:
-    """A FileNotFoundError / IsADirectoryError that lists the folder, unless ``path`` is a file."""
+@contextlib.contextmanager
+def _open_text(path: Path, what: str, where: str = ""):
+    """``path`` opened as UTF-8 text; a missing file, a directory or bad bytes raise an error that names it."""
     if path.is_dir():
         raise IsADirectoryError(f"{what} {path} is a directory, not a text file; {_folder_listing(path)}")
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} not found{where}; {_folder_listing(path.parent)}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            yield f
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{what} {path} is not UTF-8 text ({err}); save it with UTF-8 encoding") from None
 
 
 def load_text_file(path: str | os.PathLike, enc, block_size: int | None = None) -> list[list[int]]:
     """Tokenize a local text file: one example per non-empty line, truncated to ``block_size`` tokens if given.
     A missing, empty or non-UTF-8 file, or a directory, raises an error that names it and lists its folder."""
     path = Path(path)
-    _check_file(path, "input file")
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError as err:
-        raise ValueError(f"input file {path} is not UTF-8 text ({err}); save it with UTF-8 encoding") from None
+    with _open_text(path, "input file") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"input file {path} has no non-empty lines; {_folder_listing(path.parent)}")
-    # A plain loop: tiktoken's batch API spreads the work over threads, which buys nothing on a 2-core laptop.
     return [enc.encode_ordinary(line)[:block_size] for line in lines]
 
 
@@ -89,20 +92,16 @@ def load_text_file(path: str | os.PathLike, enc, block_size: int | None = None) 
 def read_tinystories_file(path: str | os.PathLike, n_stories: int | None = None) -> list[str]:
     """Stories of a raw TinyStories text file (stories separated by ``<|endoftext|>`` lines)."""
     path = Path(path)
-    _check_file(path, "TinyStories file", f" (from {TINYSTORIES_ENV} or tinystories_path)")
     stories, buf = [], []
-    with open(path, encoding="utf-8") as f:
-        try:
-            for line in itertools.chain(f, [EOT_TEXT]):  # a separator after the end closes the last story
-                if line.strip() != EOT_TEXT:
-                    buf.append(line)
-                    continue
-                stories += [story] if (story := "".join(buf).strip()) else []
-                if n_stories is not None and len(stories) >= n_stories:
-                    return stories
-                buf = []
-        except UnicodeDecodeError as err:
-            raise ValueError(f"TinyStories file {path} is not UTF-8 text ({err}); save it as UTF-8") from None
+    with _open_text(path, "TinyStories file", f" (from {TINYSTORIES_ENV} or tinystories_path)") as f:
+        for line in itertools.chain(f, [EOT_TEXT]):  # a separator after the end closes the last story
+            if line.strip() != EOT_TEXT:
+                buf.append(line)
+                continue
+            stories += [story] if (story := "".join(buf).strip()) else []
+            if n_stories is not None and len(stories) >= n_stories:
+                return stories
+            buf = []
     if not stories:
         raise ValueError(f"TinyStories file {path} holds no stories (expected text separated by {EOT_TEXT} lines)")
     return stories[:n_stories]

@@ -78,9 +78,8 @@ def provision_rank_file(dest: Path = _PACKAGE_ASSET, quiet: bool = False) -> Pat
             if member is None:
                 raise RuntimeError(f"{archives[0].name} has no whisper/assets/gpt2.tiktoken")
             data = tar.extractfile(member).read()
-    if hashlib.sha256(data).hexdigest() != RANK_FILE_SHA256:
-        raise RuntimeError(f"GPT-2 rank file has sha256 {hashlib.sha256(data).hexdigest()}, expected "
-                           f"{RANK_FILE_SHA256}; not saved")
+    if (digest := hashlib.sha256(data).hexdigest()) != RANK_FILE_SHA256:
+        raise RuntimeError(f"GPT-2 rank file has sha256 {digest}, expected {RANK_FILE_SHA256}; not saved")
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.with_suffix(".partial").write_bytes(data)
     os.replace(dest.with_suffix(".partial"), dest)

@@ -1,5 +1,4 @@
-"""The K-gram MLP language model (question 2): a fixed window of the last k tokens through an MLP.
-Used in 02_kgram_mlp.ipynb."""
+"""The K-gram MLP language model (question 2, 02_kgram_mlp.ipynb): the last k tokens through an MLP."""
 from __future__ import annotations
 
 import torch
