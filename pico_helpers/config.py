@@ -116,6 +116,8 @@ class TrainConfig:
     positional: str = _field("learned", "Transformer positions", choices=("learned", "sinusoidal", "rope", "none"))
     norm: str = _field("pre", "RMSNorm before (pre) or after (post) each residual branch", choices=("pre", "post"))
     tie_weights: bool = _field(False, "share the Transformer's embedding and unembedding")
+    dropout: float = _field(0.0, "Transformer dropout probability (embeddings, attention weights, residual branches) "
+                            "while training", _between(0, 1, high_open=True))
 
     # --- training ---
     batch_size: int = _field(16, "sequences per batch", _at_least(1))

@@ -296,3 +296,19 @@ def test_cache_refuses_overflow_and_a_wrong_batch():
     with pytest.raises(ValueError, match="sequences"):
         model(torch.zeros(1, 3, dtype=torch.long), cache)
     assert cache.pos == BLOCK - 1  # a refused call leaves the cache as it was
+
+
+def test_dropout_from_the_config_acts_in_training_only():
+    from pico_helpers.config import TrainConfig
+    from pico_helpers.models import build_model
+
+    config = TrainConfig.quick(embed_size=D, n_heads=H, n_blocks=N_BLOCKS, block_size=BLOCK, dropout=0.5)
+    model = build_model("kvcache_transformer", config, V)
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.5}
+    x = torch.randint(0, V, (BLOCK, 2))
+    model.train()
+    assert not torch.equal(model(x), model(x))  # a different mask each call
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    with pytest.raises(ValueError, match="dropout"):
+        TrainConfig.quick(dropout=1.0)

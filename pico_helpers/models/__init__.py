@@ -30,7 +30,8 @@ def build_model(name: str, config, vocab_size: int, vocab=None) -> torch.nn.Modu
     elif name == "kvcache_transformer":
         model = TransformerModel(vocab_size, d_model=config.embed_size, n_heads=config.n_heads,
                                  n_blocks=config.n_blocks, block_size=config.block_size,
-                                 positional=config.positional, norm=config.norm, tie_weights=config.tie_weights)
+                                 positional=config.positional, norm=config.norm, tie_weights=config.tie_weights,
+                                 dropout=config.dropout)
     else:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
     model.vocab = vocab
