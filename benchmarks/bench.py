@@ -801,10 +801,9 @@ def _row_bf16(sizes: BenchSizes, device) -> list[Row]:
     note = (f"auto chose {why}; bf16 against fp32 for this step: {forced:.2f}x; loss fp32 {loss32:.5f}, bf16 "
             f"{loss16:.5f}, |difference| {diff:.2e} ({diff / loss32:.1e} relative)")
     about = ("The fast Transformer step of the Transformer row, in float32 against what `TrainConfig(bf16=None)` "
-             "(auto, the default) picks on this machine: on a CUDA GPU with bf16, and on a CPU where "
-             "`training/precision.py` finds bf16 instructions (amx_bf16, avx512_bf16) and a head-sized bf16 matmul at "
-             "least 1.2x faster than in float32, the same step under `torch.autocast(bfloat16)` (matmuls in bf16, "
-             "softmax and sums in float32); else float32 again (ratio ~1). Report only. The note gives the bf16 step "
+             "(auto, the default) picks on this machine: on a CUDA GPU with bf16, the same step under "
+             "`torch.autocast(bfloat16)` (matmuls in bf16, softmax and sums in float32); on a CPU float32 again "
+             "(ratio ~1; `training/precision.py` says why). Report only. The note gives the bf16 step "
              "against float32 whatever auto chose, and compares the loss of both on the same batch with the same "
              "initial weights.")
     return [_speed_row("bf16", f"bf16 autocast, Transformer step ({device.type})", "fp32 (fast path)",
