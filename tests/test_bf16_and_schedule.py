@@ -1,7 +1,6 @@
 """bf16 autocast as configured, auto on CUDA GPUs only (training/precision.py) and the learning-rate schedule (loop.lr_at)."""
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
