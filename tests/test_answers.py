@@ -97,7 +97,7 @@ def test_headings_order_figures_tables_and_widget_note(tmp_path, png_bytes):
     i21, i22, i23 = (md.index(h) for h in ("## Q2.1: what the window sees",
                                            f"## Q2.2: {dict(EXPECTED_ANSWERS['02_kgram_mlp'])['Q2.2']}", "## Q2.3:"))
     assert i21 < i22 < i23
-    assert re.search(r"above the answer in `[^`]*02_kgram_mlp.ipynb`:", md)
+    assert re.search(r"\*\*Evidence\*\* from `[^`]*02_kgram_mlp.ipynb`:", md)
     # The figure is saved under its deterministic name with the decoded bytes, and linked relatively.
     fig = target.parent / "answers_files" / "02_kgram_mlp_Q2.1_1.png"
     assert fig.read_bytes() == png_bytes
