@@ -158,14 +158,16 @@ def long_config(quick: bool | None = None) -> TrainConfig:
     return base.replace(epochs=2 * base.epochs) if quick else base.replace(**LONG_RUN)
 
 
-def trained_transformer(quick: bool | None = None, verbose: bool = True) -> Trained:
+def trained_transformer(quick: bool | None = None, verbose: bool = True,
+                        config: TrainConfig | None = None) -> Trained:
     """The Transformer of long_config(quick), trained once (warm-up, then cosine decay over its epochs) and loaded
-    afterwards: the model whose samples, attention and embeddings 04-06 show."""
+    afterwards: the model whose samples, attention and embeddings 04-06 show. ``config``: another config to train
+    the same way instead (tools/probe_long_run.py)."""
     from pico_helpers.data import load_corpus
     from pico_helpers.models import build_model
     from pico_helpers.training import train
 
-    config = long_config(quick)
+    config = config or long_config(quick)
     corpus = load_corpus(config)
     model = build_model("kvcache_transformer", config, corpus.vocab_size)
     history = train(model, corpus, config, "kvcache_transformer_long", verbose=verbose)
