@@ -35,12 +35,14 @@ def enc():
 
 @pytest.fixture(scope="session")
 def tinystories_file(tmp_path_factory) -> Path:
-    """The real training sample from ../shared/data when it exists, else a tiny file in the same format."""
+    """The real training sample from ../shared/data when it exists, else a tiny file in the same format (80
+    distinct stories: held-out stories are chosen by content, so copies would all land on one side)."""
     real = SHARED_DATA / "tinystories_train_sample.txt"
     if real.is_file():
         return real
     path = tmp_path_factory.mktemp("tiny") / "tinystories.txt"
-    path.write_text("".join(s + "\n<|endoftext|>\n" for s in TINY_STORIES * 10), encoding="utf-8")
+    stories = [f"{story} That was on day {day}." for day in range(1, 21) for story in TINY_STORIES]  # 80, distinct
+    path.write_text("".join(s + "\n<|endoftext|>\n" for s in stories), encoding="utf-8")
     return path
 
 
