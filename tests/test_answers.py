@@ -12,8 +12,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from conftest import ROOT
-from pico_helpers.workbook import export_answers
-from pico_helpers.workbook.notebook_answers import EXPECTED_ANSWERS, clean_stream_text
+from tools.export.answers import export_answers
+from tools.export.notebooks import EXPECTED_ANSWERS, clean_stream_text
 
 WIDGET = {"application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0},
           "text/plain": "FloatSlider(value=0.5)"}
@@ -244,8 +244,12 @@ def test_outputless_copies_are_refused_until_force(tmp_path, png_bytes, manifest
     assert target.read_bytes() == before and (files / "02_kgram_mlp_Q2.1_1.png").exists()
     code, out, err = cli("--executed", exe_dir, "--out", target, "--notebooks", src_dir, "--force")
     assert code == 0, err
-    assert "--force: Q2.1, Q2.2 show outputs" in out and "1 old removed" in out
-    assert not (files / "02_kgram_mlp_Q2.1_1.png").exists()  # the export's own figure, no longer used
+    assert "--force: Q2.1, Q2.2 show outputs" in out
+    if manifest:  # the export's own figure, no longer used, goes
+        assert "1 old removed" in out and not (files / "02_kgram_mlp_Q2.1_1.png").exists()
+    else:  # without a manifest nothing is known to be the export's: kept, and answers.md copied before replacing
+        assert "0 old removed" in out and (files / "02_kgram_mlp_Q2.1_1.png").exists()
+        assert [p.read_bytes() for p in target.parent.glob("answers.edited-*.md")] == [before]
     assert (files / "my_plot.png").read_bytes() == b"student"  # never the student's files
     assert (files / "02_kgram_mlp_Q2.2_1.png").read_bytes() == b"student, in the export's naming scheme"
     assert "_(no outputs: notebook not executed)_" in target.read_text(encoding="utf-8")
@@ -261,6 +265,8 @@ def test_a_changed_figure_is_not_overwritten_without_force(tmp_path, png_bytes):
     assert figure.read_bytes() == b"annotated by the student"
     report = export_answers(exe_dir, target, source_dir=src_dir, force=True)
     assert figure.read_bytes() == png_bytes and "--force: " in report
+    kept = list(figure.parent.glob("02_kgram_mlp_Q2.1_1.edited-*.png"))  # --force still keeps the student's version
+    assert [p.read_bytes() for p in kept] == [b"annotated by the student"] and kept[0].name in report
 
 
 def test_a_hand_edit_of_answers_md_is_kept_and_warned(tmp_path, png_bytes):

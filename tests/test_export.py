@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 
 import nbformat
@@ -10,7 +11,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from conftest import ROOT
 from pico_helpers import RMSNorm, result_row, show_source
-from pico_helpers.workbook import export_answers
+from tools.export.answers import export_answers
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
 
@@ -73,7 +74,8 @@ def test_question_order_contents_and_one_results_table(tmp_path):
     # Question order (Q1.5 from 03 before Q2.1 from 02; E2 < E10 numerically), missing answers in their place.
     heads = re.findall(r"^## (Q\d\.\d|E\d+)\b", md, re.MULTILINE)
     assert heads == ["Q1.1", "Q1.2", "Q1.3", "Q1.4", "Q1.5", "Q1.6", "Q2.1", "Q2.2", "Q2.3", "Q2.4", "Q3.1", "Q3.2",
-                     "Q3.3", "Q4.1", "Q4.2", "Q4.3", "Q4.4", "E1", "E2", "E3", "E4", "E5", "E6", "E7", "E10"]
+                     "Q3.3", "Q4.1", "Q4.2", "Q4.3", "Q4.4", "E1", "E2", "E3", "E4", "E5", "E6", "E7", "E10",
+                     "Q7.1", "Q7.2", "Q7.3", "Q7.4", "Q7.5", "Q7.6"]
     # The contents list comes first and links to every heading by its GitHub anchor.
     contents = md[md.index("## Contents"):md.index("## Results")]
     assert "- [Q1.5: the LSTM on both datasets with validation loss](#q15-the-lstm-on-both-datasets-with-validation-loss)" \
@@ -108,14 +110,17 @@ def test_long_logs_are_left_out_and_short_prints_kept(tmp_path):
 
 
 def test_show_source_becomes_a_link_to_the_real_lines(tmp_path):
-    _, md, _ = export(tmp_path, {"04_transformer": [[markdown_output(show_source(RMSNorm))],
-                                                    "### Answer Q4.1\nRMSNorm above."]})
+    _, md, target = export(tmp_path, {"04_transformer": [[markdown_output(show_source(RMSNorm))],
+                                                         "### Answer Q4.1\nRMSNorm above."]})
     q41 = section(md, "Q4.1")
     links = re.findall(r"^\[(\S+)\]\((\S+)\)$", q41, re.MULTILINE)
-    assert len(links) == 1 and links[0][0] == links[0][1]
-    path, start, end = re.fullmatch(r"(\S+)#L(\d+)-L(\d+)", links[0][1]).groups()
+    assert len(links) == 1
+    path, start, end = re.fullmatch(r"(\S+)#L(\d+)-L(\d+)", links[0][0]).groups()  # the text: the repository path
     lines = (ROOT / path).read_text(encoding="utf-8").splitlines()[int(start) - 1:int(end)]
     assert path == "pico_helpers/models/transformer.py" and lines[0].startswith("class RMSNorm")
+    file, anchor = links[0][1].split("#")  # the link: relative to the folder answers.md is in, so it opens there
+    assert file == os.path.relpath(ROOT / path, target.parent) and anchor == f"L{start}-L{end}"
+    assert (target.parent / file).resolve() == ROOT / path
     assert "def forward" in "\n".join(lines) and int(end) > int(start)
     assert "class RMSNorm" not in md and "```python" not in md  # no pasted body
 

@@ -1,4 +1,4 @@
-"""`python -m tools.export`: write answers.md (and answers_files/) from the executed notebooks."""
+"""The command line of the export: `python -m tools.export --executed build/full`, and export() for run_workbook."""
 from __future__ import annotations
 
 import argparse
@@ -7,12 +7,12 @@ from pathlib import Path
 
 __all__ = ["main", "export"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # not pico_helpers' ROOT: `--help` should not wait for torch to import
 
 
 def export(executed: Path, out: Path, notebooks: Path = ROOT / "notebooks", force: bool = False) -> int:
     """Run the export and print its report; 0 on success, 2 (one line on stderr) on a file or usage error."""
-    from pico_helpers.workbook.export import export_answers
+    from tools.export.answers import export_answers
 
     try:
         print(export_answers(executed, out, notebooks, force=force))
@@ -34,11 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--notebooks", type=Path, default=ROOT / "notebooks",
                         help="folder of the source notebooks NN_name.ipynb (default: notebooks)")
     parser.add_argument("--force", action="store_true", help="export even if answers lose the outputs the current "
-                        "answers.md shows, or a file in answers_files/ the export did not write is overwritten")
+                        "answers.md shows, or a figure in answers_files/ the export did not write is replaced (a copy "
+                        "of it is kept)")
     args = parser.parse_args(argv)
     out = args.out or (ROOT / "answers.md" if args.executed.name == "full" else ROOT / "build" / "answers.md")
     return export(args.executed, out, args.notebooks, args.force)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
