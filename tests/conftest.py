@@ -1,7 +1,11 @@
-"""Shared fixtures: the repository root, the course data (../shared/data when present), a tiny story file."""
+"""Shared fixtures: the repository root, the course data (../shared/data when present), a tiny story file; and a
+heartbeat that names a test (or the collection) still running after 25 s, so `make test` is never long silent."""
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +59,84 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- heartbeat ---
+
+# One notebook test runs for minutes and -q prints nothing until it ends. (The variable is for tests/test_setup.py.)
+HEARTBEAT_S = float(os.environ.get("PICO_TEST_HEARTBEAT_S", "25"))
+
+
+class _Heartbeat:
+    """A daemon thread that prints "[50 s] still running tests/x.py::test_y" every ``every_s`` while one test (or
+    the collection) runs. It writes to a copy of the terminal's file descriptor: pytest captures fd 1 during tests."""
+
+    def __init__(self, out, every_s: float = HEARTBEAT_S):
+        self.out, self.every_s = out, every_s
+        self.current: tuple[str, float] | None = None  # (what runs, since when)
+        self.last = time.monotonic()
+        self.at_line_start = False  # True right after our own line: pytest has printed nothing since
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        threading.Thread(target=self._run, name="pytest-heartbeat", daemon=True).start()
+
+    def begin(self, what: str) -> None:
+        with self.lock:
+            self.current, self.last, self.at_line_start = (what, time.monotonic()), time.monotonic(), False
+
+    def end(self) -> None:
+        with self.lock:
+            self.current = None
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped.set()
+            self.out.close()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(1.0):
+            with self.lock:
+                due = time.monotonic() - self.last >= self.every_s
+                if self.current is not None and due and not self.stopped.is_set():
+                    what, since = self.current
+                    newline = "" if self.at_line_start else "\n"  # end the line of dots first
+                    self.out.write(f"{newline}[{time.monotonic() - since:.0f} s] still running {what}\n")
+                    self.out.flush()
+                    self.last, self.at_line_start = time.monotonic(), True
+
+
+_heartbeat: _Heartbeat | None = None
+
+
+def pytest_sessionstart(session):
+    global _heartbeat
+    try:  # capture is suspended between pytest's own steps, so fd 1 is the terminal here
+        out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    except (AttributeError, OSError, ValueError):  # stdout replaced by something without a descriptor: no heartbeat
+        return
+    _heartbeat = _Heartbeat(out)
+
+
+def pytest_collection(session):
+    if _heartbeat is not None:
+        _heartbeat.begin("the collection (importing the test modules)")
+
+
+def pytest_collection_finish(session):
+    if _heartbeat is not None:
+        _heartbeat.end()
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if _heartbeat is not None:
+        _heartbeat.begin(nodeid)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if _heartbeat is not None:
+        _heartbeat.end()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _heartbeat is not None:
+        _heartbeat.stop()

@@ -30,7 +30,9 @@ def test_offline_encoding_is_tiktoken_gpt2_layout(enc):
 def test_round_trip_on_input_files(enc, name):
     path = ROOT / "input_files" / name if name == "3seqs.txt" else SHARED_DATA / name
     if not path.is_file():
-        pytest.skip(f"{path} not present")
+        pytest.skip((f"needs {name}, the 1,000-story TinyStories validation sample that the course machines keep "
+                     "beside the repository; skipped in a plain clone") if path.parent == SHARED_DATA
+                    else f"input_files/{name} is missing")
     text = path.read_text(encoding="utf-8")[:200_000]
     assert enc.decode(enc.encode_ordinary(text)) == text
 
@@ -62,7 +64,7 @@ def test_missing_rank_file_error_names_the_command(monkeypatch, tmp_path):
     monkeypatch.setattr(tiktoken.load, "read_file", no_network)
     tok.get_tokenizer.cache_clear()
     try:
-        with pytest.raises(RuntimeError, match="--provision"):
+        with pytest.raises(RuntimeError, match="make setup"):
             tok.get_tokenizer()
     finally:
         tok.get_tokenizer.cache_clear()

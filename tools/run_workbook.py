@@ -1,11 +1,14 @@
 """`make workbook` (`python -m tools.run_workbook`): execute every notebook headless into build/ and export the answers.
-Quick mode (the default without a GPU) writes build/answers.md; a full run (--quick 0) writes answers.md."""
+Quick mode (the default without a GPU) writes build/answers.md; a full run (--quick 0) writes answers.md.
+It prints each code cell as it starts, and a line every 25 s while one cell runs."""
 from __future__ import annotations
 
 import argparse
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,18 +53,103 @@ def _poll_shell_in_steps(client, step_s: float = 1.0) -> None:
     channel.get_msg = get_msg
 
 
-def execute_notebook(src: Path, dest: Path, quick: bool, timeout: int = 3600) -> float:
-    """Run ``src`` top to bottom with nbclient (cwd = notebooks/) and save it with outputs to ``dest``."""
+# --- live progress ---
+
+HEARTBEAT_S = 25.0  # the longest a cell runs before a "still running" line: never more than 30 s without output
+
+
+def _first_line(source: str, width: int = 72) -> str:
+    """The first non-blank line of a cell's source, cut to ``width`` characters."""
+    line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+class CellProgress:
+    """One line as each code cell starts ("    [12/40] for name, cfg in runs:") and a heartbeat every
+    ``heartbeat_s`` while one cell runs ("    [12/40] still running, 50 s"), from a daemon thread.
+
+    Hooked into nbclient as ``on_cell_execute`` / ``on_cell_executed``; ``close()`` stops the heartbeat."""
+
+    def __init__(self, total: int, heartbeat_s: float = HEARTBEAT_S, out=None):
+        self.total, self.heartbeat_s, self.out = total, heartbeat_s, out
+        self.done = 0
+        self._cell: tuple[int, float] | None = None  # (number of the running cell, its start time)
+        self._last_line = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._heartbeat, name="cell-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out or sys.stdout, flush=True)
+        self._last_line = time.monotonic()
+
+    def on_cell_execute(self, cell, cell_index: int) -> None:
+        with self._lock:
+            number = self.done + 1
+            self._cell = (number, time.monotonic())
+            self._say(f"    [{number}/{self.total}] {_first_line(cell.source)}")
+
+    def on_cell_executed(self, cell, cell_index: int, execute_reply=None) -> None:
+        with self._lock:
+            self.done += 1
+            self._cell = None
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(min(1.0, self.heartbeat_s / 5)):
+            with self._lock:
+                if self._cell is not None and time.monotonic() - self._last_line >= self.heartbeat_s:
+                    number, started = self._cell
+                    self._say(f"    [{number}/{self.total}] still running, {time.monotonic() - started:.0f} s")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _code_cell_count(nb, skip_tag: str = "skip-execution") -> int:
+    """The code cells nbclient will execute (it skips empty ones and those tagged ``skip_tag``)."""
+    return sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip()
+               and skip_tag not in c.get("metadata", {}).get("tags", []))
+
+
+def _kernel_config(socket_dir: Path):
+    """Kernel settings: IPC sockets in ``socket_dir`` instead of TCP on POSIX (the kernel then has no reason to
+    warn that TCP traffic is unencrypted, and nothing listens on a port). An absolute path: the kernel runs in
+    notebooks/, the client here. Windows has no IPC transport and keeps TCP."""
+    from traitlets.config import Config
+
+    config = Config()
+    if os.name == "posix":
+        config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = str(socket_dir / "kernel")
+    return config
+
+
+def execute_notebook(src: Path, dest: Path, quick: bool, timeout: int = 3600, progress: bool = True) -> float:
+    """Run ``src`` top to bottom with nbclient (cwd = notebooks/) and save it with outputs to ``dest``.
+
+    With ``progress``, prints each code cell as it starts and a heartbeat while a long one runs (CellProgress)."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(src, as_version=4)
     os.environ["PICO_QUICK"] = "1" if quick else "0"
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
+    sockets = tempfile.TemporaryDirectory(prefix="pico-kernel-")
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}},
+                            config=_kernel_config(Path(sockets.name)))
     client.on_notebook_start = lambda notebook: _poll_shell_in_steps(client)
+    tracker = CellProgress(_code_cell_count(nb, client.skip_cells_with_tag)) if progress else None
+    if tracker is not None:
+        client.on_cell_execute, client.on_cell_executed = tracker.on_cell_execute, tracker.on_cell_executed
     t0 = time.perf_counter()
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        if tracker is not None:
+            tracker.close()
+        sockets.cleanup()
     # Which run produced these outputs (read by the answers export); the date only, so that
     # exports of one day's run stay byte-identical.
     nb.metadata["pico"] = {"quick": bool(quick), "executed": datetime.now(timezone.utc).date().isoformat(),
@@ -91,7 +179,8 @@ def main(argv=None) -> int:
     out_dir = BUILD / ("quick" if quick else "full")
     print(f"Executing {len(paths)} notebooks in {'quick' if quick else 'full'} mode into {out_dir}/")
     for src in paths:
-        print(f"  {src.name}: {execute_notebook(src, out_dir / src.name, quick):.0f} s")
+        print(f"  {src.name}", flush=True)
+        print(f"  {src.name}: {execute_notebook(src, out_dir / src.name, quick):.0f} s", flush=True)
     from tools.export import export
 
     return export(out_dir, BUILD / "answers.md" if quick else ROOT / "answers.md", force=args.force)

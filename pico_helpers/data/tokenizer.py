@@ -23,7 +23,7 @@ WHISPER_SDIST = "openai-whisper==20250625"
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 _PACKAGE_ASSET = Path(__file__).resolve().parents[1] / "assets" / "gpt2.tiktoken"
-PROVISION_COMMAND = f"{sys.executable} -m pico_helpers.data.tokenizer --provision   (or: make setup)"
+PROVISION_COMMAND = "make setup   (or, in the repository: python -m tools.provision_tokenizer)"
 
 
 def rank_file_path() -> Path | None:
@@ -85,10 +85,3 @@ def provision_rank_file(dest: Path = _PACKAGE_ASSET, quiet: bool = False) -> Pat
     os.replace(dest.with_suffix(".partial"), dest)
     say(f"tokenizer: wrote {dest} ({len(data):,} bytes, sha256 verified)")
     return dest
-
-
-if __name__ == "__main__":  # python -m pico_helpers.data.tokenizer [--provision]: fetch and verify the rank file
-    if "--provision" in sys.argv[1:]:
-        provision_rank_file()
-    enc = get_tokenizer()
-    print(f"tokenizer: {enc.name}, {enc.n_vocab} tokens; 'Hello world' -> {enc.encode('Hello world')}")
