@@ -38,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                            help=meta["help"])
     p.add_argument("--models", nargs="+", default=["lstm_seq"], choices=MODEL_NAMES, help="models to train, in turn")
     p.add_argument("--monosemantic_enabled", action="store_true",
-                   help="annotate generated tokens with their nearest neighbours in embedding space")
+                   help="annotate generated tokens with their strongest sparse-autoencoder features when an SAE is "
+                        "saved for the run (OUTPUT_DIR/<model>/sae.pt, made by trained_sae(..., folder=...)), else "
+                        "with their nearest neighbours in embedding space")
     p.add_argument("--no_resume", action="store_true",
                    help="start afresh: an earlier run in OUTPUT_DIR/<model>/ is moved aside unread")
     p.add_argument("--new_tokens", type=int, default=20, help="tokens in each final sample")
@@ -59,7 +61,7 @@ def init_torchrun(config: TrainConfig):
 
     The device is cuda:LOCAL_RANK when CUDA is available and --device_id is not cpu, else the CPU; the backend nccl
     on CUDA, gloo on the CPU, or $PICO_DIST_BACKEND. --batch_size is the global batch, split over the processes.
-    train() then runs data-parallel (pico_helpers/training/distributed.py); only rank 0 prints and writes.
+    run() then trains with train_data_parallel (pico_helpers/runs/distributed.py); only rank 0 prints and writes.
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
@@ -84,14 +86,14 @@ def run(args: argparse.Namespace) -> None:
     """Load the data, build every model (so a bad shape stops before any training), train each, print samples."""
     from pico_helpers.data import load_corpus
     from pico_helpers.models import build_model
-    from pico_helpers.sample import generate_text
+    from pico_helpers.runs.distributed import is_main, train_data_parallel
     from pico_helpers.training import pick_device, train
-    from pico_helpers.training.distributed import is_main
 
     config = config_from_args(args)
     if args.new_tokens < 1:
         raise ValueError(f"--new_tokens must be an integer >= 1, got {args.new_tokens} (for example --new_tokens 20)")
-    device = init_torchrun(config) or pick_device(config.device_id)
+    torchrun_device = init_torchrun(config)
+    device = torchrun_device or pick_device(config.device_id)
     print(f"Using device: {device}")
     config = config.replace(device_id=str(device))  # train() then uses it without repeating the fallback message
     try:
@@ -102,26 +104,43 @@ def run(args: argparse.Namespace) -> None:
     print(f"Sequences loaded: {corpus.sources['tinystories']:,} from TinyStories, "
           f"{corpus.sources['files']:,} from input files")
     print(f"Data: {corpus.description}")
-    models = {name: build_model(name, config, corpus.vocab_size) for name in args.models}
+    models = {name: build_model(name, config, corpus.vocab) for name in args.models}
     for name, model in models.items():
         print(f"\n=== Training {name} ===")
-        history = train(model, corpus, config, name=name, resume=not args.no_resume)
+        if torchrun_device is not None:  # several processes, each on its share of every batch
+            history = train_data_parallel(model, corpus, config, name=name, resume=not args.no_resume)
+        else:
+            history = train(model, corpus, config, name=name, resume=not args.no_resume)
         if not is_main():  # torchrun: rank 0 alone samples and reports
             continue
-        print(f"[{name}] final samples ({args.new_tokens} new tokens each):")
-        for label, top_p in (("greedy", None), ("top-p 0.95", 0.95), ("top-p 1.0", 1.0)):
-            try:
-                text, annotated = generate_text(model, corpus.enc, config.prompt, args.new_tokens, top_p=top_p,
-                                                seed=config.seed, monosemantic=args.monosemantic_enabled)
-            except ValueError as err:
-                print(f"  {label}: (no sample: {err})")
-                continue
-            print(f"  {label}: {text!r}")
-            if args.monosemantic_enabled:
-                print(f"  {label} annotated: {annotated}")
-        folder = f"{config.output_dir}/{name}"
-        print(f"[{name}] saved: loss figure {history.figure}, history {folder}/history.json, "
-              f"checkpoint {folder}/checkpoint.pt")
+        final_samples(args, config, name, model, corpus, history)
+
+
+def final_samples(args: argparse.Namespace, config, name: str, model, corpus, history) -> None:
+    """The starter's three samples (greedy, top-p 0.95, top-p 1.0), annotated if --monosemantic_enabled: with the
+    features of an SAE saved for this very run (its run id), else with embedding neighbours."""
+    from pico_helpers.sample import generate_text
+
+    sae = None
+    if args.monosemantic_enabled:
+        from pico_helpers.analysis.sae_runs import saved_sae
+
+        sae, note = saved_sae(f"{config.output_dir}/{name}", history.run_id)
+        print(f"[{name}] {note}")
+    print(f"[{name}] final samples ({args.new_tokens} new tokens each):")
+    for label, top_p in (("greedy", None), ("top-p 0.95", 0.95), ("top-p 1.0", 1.0)):
+        try:
+            text, annotated = generate_text(model, corpus.enc, config.prompt, args.new_tokens, top_p=top_p,
+                                            seed=config.seed, monosemantic=args.monosemantic_enabled, sae=sae)
+        except ValueError as err:
+            print(f"  {label}: (no sample: {err})")
+            continue
+        print(f"  {label}: {text!r}")
+        if args.monosemantic_enabled:
+            print(f"  {label} annotated: {annotated}")
+    folder = f"{config.output_dir}/{name}"
+    print(f"[{name}] saved: loss figure {history.figure}, history {folder}/history.json, "
+          f"checkpoint {folder}/checkpoint.pt")
 
 
 def main(argv=None) -> int:

@@ -1,20 +1,50 @@
-"""Baselines that exist only for the benchmark: the course starter's generation loop and a full-sort nucleus.
-
-tests/test_sampling.py checks that each computes what its counterpart in pico_helpers computes.
-"""
+"""The course starter's K-gram forward loop and greedy generation loop: baselines that exist only for the benchmark."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from pico_helpers.sample.nucleus import REACH_TOL
+__all__ = ["starter_loop_kgram_forward", "starter_generate_tokens"]
 
-__all__ = ["starter_generate_tokens", "full_sort_nucleus_probs", "full_sort_nucleus_sampling"]
+
+def starter_loop_kgram_forward(model, idx: torch.Tensor) -> torch.Tensor:
+    """The course starter's K-gram forward: one MLP call per time step and batch element, on real one-hot vectors.
+
+    For every position t and sequence b it builds the k one-hot vectors of the window (left-padded with
+    id 0), concatenates them into one (1, k * vocab) row and runs ``model``'s layers on that row alone.
+    Same weights and window rule as ``model`` (a ``KGramMLPSeqModel`` with ``input_mode="one_hot"``), so
+    the result equals ``model(idx)``; only the formulation differs (tests/test_bench.py checks it).
+
+    Args:
+        model: KGramMLPSeqModel, input_mode "one_hot", window "aligned" (t-k+1 .. t) or "starter" (t-k .. t-1).
+        idx: (T, B) token ids.
+    Returns (T, B, vocab) logits.
+    """
+    if getattr(model, "input_mode", None) != "one_hot":
+        raise ValueError(f"the starter's loop feeds one-hot vectors; build the model with input_mode='one_hot', "
+                         f"got {getattr(model, 'input_mode', None)!r}")
+    T, B = idx.shape
+    k, V = model.k, model.vocab_size
+    padded = torch.cat([idx.new_zeros(k, B), idx], dim=0)  # (k + T, B): position t is row k + t
+    first_row = 1 if model.window == "aligned" else 0  # aligned window ends at t, the starter's at t - 1
+    dtype = model.first.weight.dtype
+    steps = []
+    for t in range(T):
+        per_sequence = []
+        for b in range(B):
+            window = padded[t + first_row: t + first_row + k, b]  # (k,) ids, oldest first
+            x = F.one_hot(window, V).to(dtype).reshape(1, k * V)  # (1, k*V): the concatenated one-hot vectors
+            h = model.inner(F.silu(model.first(x)))  # (1, E)
+            per_sequence.append(model.head(h))  # (1, V)
+        steps.append(torch.cat(per_sequence, dim=0))  # (B, V)
+    return torch.stack(steps)  # (T, B, V)
 
 
 @torch.inference_mode()
 def starter_generate_tokens(model, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
     """The course starter's greedy generation: for every new token, the whole (cropped) context through the
-    model with logits at every position, of which only the last is used. Returns the new ids."""
+    model with logits at every position, of which only the last is used. Returns the new ids
+    (tests/test_sampling.py checks they are ``generate_tokens``'s)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -31,33 +61,3 @@ def starter_generate_tokens(model, prompt_ids: list[int], max_new_tokens: int) -
     finally:
         model.train(was_training)
     return new_ids
-
-
-def _full_sort_cut(logits: torch.Tensor, p: float, temperature: float):
-    """Sort the whole vocabulary: (probs (B, V), vals (B, V) descending, ids (B, V), t (B, 1), n_kept (B, 1), mass)."""
-    z = logits.detach().float().reshape(-1, logits.shape[-1])
-    probs = torch.softmax(z if temperature == 1.0 else z / temperature, dim=-1)  # (B, V)
-    vals, ids = torch.sort(probs, dim=-1, descending=True)
-    csum = vals.double().cumsum(dim=-1)
-    first = (csum < p - REACH_TOL).sum(dim=-1, keepdim=True).clamp(max=vals.shape[-1] - 1)
-    t = vals.gather(-1, first)  # the probability where the cumulative sum first reaches p
-    n_kept = (vals >= t).sum(dim=-1, keepdim=True)  # its ties included
-    mass = csum.gather(-1, n_kept - 1).float()
-    return probs, vals, ids, t, n_kept, mass
-
-
-def full_sort_nucleus_probs(logits: torch.Tensor, p: float, temperature: float = 1.0) -> torch.Tensor:
-    """``nucleus_probs`` without its top-k pre-cut: always a sort of the whole vocabulary."""
-    probs, _, _, t, _, mass = _full_sort_cut(logits, p, temperature)
-    if p < 1.0:
-        probs = torch.where(probs >= t, probs / mass, 0.0)
-    return probs.reshape(logits.shape)
-
-
-def full_sort_nucleus_sampling(logits: torch.Tensor, p: float, generator: torch.Generator | None = None):
-    """``nucleus_sampling`` without its top-k pre-cut: sort everything, draw among the kept prefix."""
-    _, vals, ids, _, n_kept, _ = _full_sort_cut(logits, p, 1.0)
-    width = int(n_kept.max())
-    weights = torch.where(torch.arange(width) < n_kept, vals[:, :width], 0.0)  # (B, width)
-    col = torch.multinomial(weights, 1, generator=generator)  # (B, 1)
-    return ids[:, :width].gather(-1, col)[:, 0].reshape(logits.shape[:-1])

@@ -1,14 +1,4 @@
-"""`make gpu-check`: what only a CUDA machine can show, one summary line per check.
-
-On a CUDA GPU it runs the tests marked ``cuda``, one short training of each model with bf16 autocast and
-the fused loss, the fused loss against the plain loss, KV-cache generation against full recompute, the
-benchmark in quick mode with ``--device cuda`` and, with more than one GPU, the torchrun test with nccl.
-Without CUDA it says so, lists those checks and exits 0. ``--device cpu`` runs the same checks on the CPU
-(to try the script itself on a laptop). Exit status 1 when any check fails.
-
-    python -m benchmarks.gpu_check                 # = make gpu-check
-    python -m benchmarks.gpu_check --device cpu    # the same checks on the CPU
-"""
+"""`make gpu-check`: what only a CUDA machine can show, one summary line per check."""
 from __future__ import annotations
 
 import argparse
@@ -62,22 +52,17 @@ def _quick_config(device: torch.device, output_dir: str):
                              max_steps_per_epoch=30, log_every=0, learning_rate=1e-2)
 
 
-def _recorded(history, key: str):
-    """A field of what train() returned (a History object, or a dict in older versions)."""
-    return history[key] if isinstance(history, dict) else getattr(history, key)
-
-
 def check_training(name: str, device: torch.device, corpus, output_dir: str) -> tuple[str, str]:
     """Train ``name`` for 30 steps with bf16 autocast; its loss must be finite and fall."""
     from pico_helpers import build_model, train
 
     cfg = _quick_config(device, output_dir)
-    model = build_model(name, cfg, corpus.vocab_size)
+    model = build_model(name, cfg, corpus.vocab)
     t0 = time.perf_counter()
     history = train(model, corpus, cfg, name=f"gpu_check_{name}")
     seconds = time.perf_counter() - t0
-    losses = [float("nan") if x is None else float(x) for x in _recorded(history, "step_loss")]
-    bf16 = _recorded(history, "bf16")
+    losses = [float("nan") if x is None else float(x) for x in history.step_loss]
+    bf16 = history.bf16
     where = next(model.parameters()).device
     first, last = losses[0], sum(losses[-5:]) / len(losses[-5:])
     detail = f"{len(losses)} steps on {where}, bf16 {bf16}, loss {first:.2f} -> {last:.2f}, {seconds:.1f} s"
@@ -90,7 +75,7 @@ def check_fused_loss(device: torch.device, corpus) -> tuple[str, str]:
     from pico_helpers import build_model, compute_next_token_loss, next_token_loss
 
     cfg = _quick_config(device, "unused")
-    model = build_model("kvcache_transformer", cfg, corpus.vocab_size).to(device)
+    model = build_model("kvcache_transformer", cfg, corpus.vocab).to(device)
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, corpus.vocab_size, (cfg.block_size, 8), generator=gen).to(device)  # (T, B)
     pad_mask = torch.ones_like(tokens, dtype=torch.bool)
@@ -112,7 +97,7 @@ def check_fused_loss(device: torch.device, corpus) -> tuple[str, str]:
 
 
 def check_kv_cache(device: torch.device, corpus, output_dir: str) -> tuple[str, str]:
-    """Greedy generation through ``model.step`` (KV cache / recurrent state) equals recomputing the context."""
+    """Greedy generation through ``model.next_logits`` (KV cache / recurrent state) equals recomputing the context."""
     from pico_helpers import MODEL_NAMES, build_model, generate_tokens, train
 
     cfg = _quick_config(device, output_dir)
@@ -120,7 +105,7 @@ def check_kv_cache(device: torch.device, corpus, output_dir: str) -> tuple[str, 
     n_new = cfg.block_size + 8  # past block_size, so the cropped window is compared too
     parts, ok = [], True
     for name in MODEL_NAMES:
-        model = build_model(name, cfg, corpus.vocab_size)
+        model = build_model(name, cfg, corpus.vocab)
         train(model, corpus, cfg, name=f"gpu_check_{name}")  # loads the run trained above
         model.to(device).eval()
         cached = generate_tokens(model, prompt, max_new_tokens=n_new, use_cache=True)
@@ -130,9 +115,9 @@ def check_kv_cache(device: torch.device, corpus, output_dir: str) -> tuple[str, 
         # one forward pass over the same (cropped) context.
         with torch.inference_mode():
             ids = torch.tensor(prompt + cached[:-1], device=device).unsqueeze(1)  # (T, 1)
-            step_logits, state = model.step(ids[:len(prompt)], None)  # (1, V)
+            step_logits, state = model.next_logits(ids[:len(prompt)], None)  # (1, V)
             for t in range(len(prompt), ids.shape[0]):
-                step_logits, state = model.step(ids[t:t + 1], state)
+                step_logits, state = model.next_logits(ids[t:t + 1], state)
             block = getattr(model, "block_size", None)
             full = model(ids if block is None else ids[-block:])[-1]  # (1, V)
         logit_diff = (step_logits.float() - full.float()).abs().max().item()
@@ -198,7 +183,16 @@ def run_checks(device: torch.device) -> list[tuple[str, str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the checks on CUDA (or ``--device``); without CUDA print what would run and exit 0."""
+    """Run the checks on CUDA (or ``--device``); without CUDA print what would run and exit 0.
+
+    On a CUDA GPU it runs the tests marked ``cuda``, one short training of each model with bf16 autocast and the
+    fused loss, the fused loss against the plain loss, KV-cache generation against full recompute, the benchmark
+    in quick mode with ``--device cuda`` and, with more than one GPU, the torchrun test with nccl. ``--device cpu``
+    runs the same checks on the CPU (to try the script itself on a laptop). Exit status 1 when any check fails.
+
+        python -m benchmarks.gpu_check                 # = make gpu-check
+        python -m benchmarks.gpu_check --device cpu    # the same checks on the CPU
+    """
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu to try the checks on the CPU")
     args = parser.parse_args(argv)

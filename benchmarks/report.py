@@ -1,7 +1,4 @@
-"""The benchmark's report: the machine it ran on, whether others used the CPU meanwhile, the table, BENCHMARKS.md.
-
-Used by bench.py (``make bench``); the rows themselves are measured there.
-"""
+"""The benchmark's report: the machine it ran on, whether others used the CPU meanwhile, the table, BENCHMARKS.md."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -131,7 +128,7 @@ step needs; both sides are measured the same way, which is what the ratio compar
 def write_report(path: Path, rows: list, info: dict, total_s: float, sizes, argv: list[str]) -> None:
     """Write the markdown report: machine, how to reproduce, the table, one paragraph per row, memory method.
 
-    ``rows`` are ``bench.Row`` objects and ``sizes`` the run's ``bench.BenchSizes`` (repeats, budget_s, quick_mode).
+    ``rows`` are ``harness.Row`` objects and ``sizes`` the run's ``sizes.BenchSizes`` (repeats, budget_s, quick_mode).
     """
     lines = ["# Benchmarks", "",
              "Each fast path of the workbook against a plain baseline written beside it, the two alternating "

@@ -1,14 +1,4 @@
-"""Time to a validation loss: the old default training path against the new default, on TinyStories.
-
-Both sides train the same Transformer shape from the same seed, each for the same wall-clock budget on its own
-clock, and take turns one step at a time: the side whose clock is behind steps next, so both clocks advance
-together and a slow spell of the machine falls on both. A clock counts what a training loop does (fetch the next
-batch, set the learning rate, the step itself); an untimed warm-up step before (then back to the initial weights)
-and scoring the held-out set are off the clock. Both sides are scored
-at every tenth of their budget on the same held-out story windows, in float32, as a cross-entropy over all 50,257
-GPT-2 ids (a corpus-vocabulary model's "other" class shares its probability among the ids it stands for), so the
-two losses are the same kind of number. Run by bench.py as the family "time_to_loss", in its own process.
-"""
+"""Time to a validation loss: the old default training path raced against the new default on TinyStories."""
 from __future__ import annotations
 
 import copy
@@ -19,6 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from benchmarks.harness import bf16_reason
+from pico_helpers.config import TrainConfig
+from pico_helpers.data import iterate_batches, load_corpus, split_train_val
+from pico_helpers.data.sources import load_tinystories
+from pico_helpers.data.tokenizer import get_tokenizer
+from pico_helpers.models import build_model
+from pico_helpers.training import evaluate, lr_at, make_optimizer, train_step, use_bf16
 
 __all__ = ["OLD_DEFAULTS", "tinystories_files", "side_configs", "held_out_windows", "Side", "race",
            "time_to_reach"]
@@ -50,8 +48,6 @@ def tinystories_files(quick: bool) -> tuple[Path, Path | None]:
 def side_configs(sizes, train_path: Path, val_path: Path | None, device, fast_changes: dict | None = None):
     """{"baseline": TrainConfig, "fast": TrainConfig}: the fast side is TrainConfig's default for this shape and data
     (plus ``fast_changes``); the baseline the same with OLD_DEFAULTS."""
-    from pico_helpers.config import TrainConfig
-
     fast = TrainConfig(input_files=[], tinystories_weight=1.0, tinystories_path=str(train_path),
                        tinystories_stories=sizes.ttl_stories, block_size=sizes.tf_block, embed_size=sizes.tf_d,
                        n_heads=sizes.tf_heads, n_blocks=sizes.tf_layers, batch_size=sizes.tf_batch,
@@ -69,10 +65,6 @@ def _windows(seq: list[int], block: int) -> list[list[int]]:
 def held_out_windows(config, val_path: Path | None, n_stories: int) -> list[list[int]]:
     """GPT-2 ids of ``n_stories`` held-out stories, in block-size windows: the validation file's first stories, or
     (no file) the stories that load_corpus holds out of ``config``'s training file (same split, same seed)."""
-    from pico_helpers.data import split_train_val
-    from pico_helpers.data.sources import load_tinystories
-    from pico_helpers.data.tokenizer import get_tokenizer
-
     enc = get_tokenizer()
     if val_path is not None:
         stories = load_tinystories(enc, n_stories=n_stories, path=str(val_path))
@@ -86,8 +78,6 @@ def held_out_windows(config, val_path: Path | None, n_stories: int) -> list[list
 
 def _train_batches(corpus, config):
     """The training loop's batches, epoch after epoch (bucketed by length where the config says so)."""
-    from pico_helpers.data import iterate_batches
-
     bucket = {"bucket": config.bucket_by_length} if hasattr(config, "bucket_by_length") else {}
     epoch = 0
     while True:
@@ -102,13 +92,13 @@ class Side:
     """One training run of the race: its config, data, model, optimizer, clock and validation points."""
 
     name: str
-    config: object
+    config: object  # its bf16 resolved for this device, as train() resolves it
     corpus: object
-    model: torch.nn.Module
+    model: torch.nn.Module  # reads GPT-2 ids (a corpus-vocabulary model comes wrapped in CorpusVocabModel)
     optimizer: torch.optim.Optimizer
     bf16: bool
     bf16_why: str
-    val: list  # held-out windows, in this side's ids
+    val: list  # held-out windows of GPT-2 ids
     budget_s: float = 0.0  # seconds of training this side gets
     total_steps: int = 1  # the schedule's horizon: the steps this side is projected to take in its budget
     clock: float = 0.0  # seconds of training so far
@@ -119,42 +109,27 @@ class Side:
 
     @classmethod
     def build(cls, name: str, config, val_gpt2: list[list[int]], device) -> "Side":
-        """Load the corpus the config asks for, build the Transformer and its optimizer, map the held-out ids."""
-        from pico_helpers.data import load_corpus
-        from pico_helpers.models import build_model
-        from pico_helpers.training.loop import make_optimizer
-        from pico_helpers.training.precision import bf16_choice
-
+        """Load the corpus the config asks for, build the Transformer and its optimizer, resolve bf16."""
         corpus = load_corpus(config)
-        vocab = getattr(corpus, "vocab", None)
-        model = build_model("kvcache_transformer", config, corpus.vocab_size, vocab).to(device)
-        bf16, why = bf16_choice(config, device)
-        val = val_gpt2 if vocab is None else [vocab.to_model(s) for s in val_gpt2]
-        side = cls(name, config, corpus, model, make_optimizer(model, config.learning_rate, device), bf16, why, val)
+        model = build_model("kvcache_transformer", config, corpus.vocab).to(device)
+        bf16, why = use_bf16(config, device), bf16_reason(config, device)
+        side = cls(name, config.replace(bf16=bf16), corpus, model, make_optimizer(model, config.learning_rate), bf16,
+                   why, val_gpt2)
         side.batches = _train_batches(corpus, config)
         return side
 
     def warm_up(self) -> None:
         """One step, then back to the start (initial weights, a fresh optimizer, the first batch): the first step's
         one-off costs (kernel set-up, first allocations) stay off the clock."""
-        from pico_helpers.training.loop import make_optimizer
-
         start = copy.deepcopy(self.model.state_dict())
         self.step()
         self.model.load_state_dict(start)
-        self.optimizer = make_optimizer(self.model, self.config.learning_rate, next(self.model.parameters()).device)
+        self.optimizer = make_optimizer(self.model, self.config.learning_rate)
         self.batches = _train_batches(self.corpus, self.config)
         self.clock, self.steps, self.tokens = 0.0, 0, 0
 
-    @property
-    def _vocab(self) -> dict:
-        vocab = getattr(self.corpus, "vocab", None)
-        return {} if vocab is None else {"vocab": vocab}
-
     def step(self) -> None:
         """One training step on this side's clock: next batch, learning rate, loss, backward, Adam update."""
-        from pico_helpers.training.loop import lr_at, train_step
-
         device = next(self.model.parameters()).device
         t0 = time.perf_counter()
         tokens, mask = next(self.batches)
@@ -163,16 +138,14 @@ class Side:
             self.total_steps = max(self.steps + 1, round(self.steps * self.budget_s / self.clock))
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.steps, self.config, self.total_steps)
-        train_step(self.model, self.optimizer, tokens, mask, self.bf16, self.config.loss_chunk_size, **self._vocab)
+        train_step(self.model, self.optimizer, tokens, mask, self.config)
         self.clock += time.perf_counter() - t0  # train_step syncs the device (it reads the loss)
         self.steps += 1
         self.tokens += int(mask.sum())
 
     def score(self) -> float:
         """Validation loss on the held-out windows (float32, off the clock); recorded at the current clock."""
-        from pico_helpers.training.loop import evaluate
-
-        loss = evaluate(self.model, self.val, EVAL_BATCH, bf16=False, **self._vocab)
+        loss = evaluate(self.model, self.val, self.config.replace(batch_size=EVAL_BATCH, bf16=False))
         self.points.append((self.clock, loss))
         return loss
 
@@ -182,6 +155,13 @@ class Side:
 def race(sizes, device, fast_changes: dict | None = None, log=print) -> dict:
     """Train the baseline and the fast side for ``sizes.ttl_budget_s`` each on their own clocks, turn about.
 
+    Both sides train the same Transformer shape from the same seed and take turns one step at a time: the side
+    whose clock is behind steps next, so both clocks advance together and a slow spell of the machine falls on both.
+    A clock counts what a training loop does (fetch the next batch, set the learning rate, the step itself); an
+    untimed warm-up step before (then back to the initial weights) and scoring the held-out set are off the clock.
+    Both sides are scored at every tenth of their budget on the same held-out story windows, in float32, as a
+    cross-entropy over all 50,257 GPT-2 ids (a corpus-vocabulary model's "other" class shares its probability among
+    the ids it stands for), so the two losses are the same kind of number.
     Returns {"sides": {name: Side}, "data": description, "reached_s": seconds or None, "final": {name: loss}}.
     """
     train_path, val_path = tinystories_files(sizes.quick_mode)

@@ -1,28 +1,60 @@
-"""pico-llm workbook helpers, one subpackage per job: data, models, train, sample, analysis, workbook.
+"""pico-llm workbook helpers, one subpackage per job: data, models, training, sample, analysis; runs and workbook
+hold the machinery around them (run folders, torchrun, notebook display).
 
 Every notebook imports from here, e.g. ``from pico_helpers import TrainConfig, train``; importing has no side effects.
 """
-from types import ModuleType as _ModuleType
-
-from pico_helpers.analysis import (LiveLossPlot, annotate_tokens, attention_maps, attention_viewer,
-                                   describe_neighbours, embedding_inspector, embedding_table, kmeans,
-                                   nearest_neighbours, nearest_to_vector, number_words, pca_2d, plot_attention,
-                                   plot_embedding_scatter, plot_histories, plot_history, token_structure_plot)
+from pico_helpers.analysis import (FeatureBrowser, FeatureIndex, LiveLossPlot, SAEConfig, SAERun,
+                                   SparseAutoencoder, StoryActivations, annotate_features, annotate_tokens,
+                                   attention_maps, attention_viewer, collect_activations, describe_neighbours,
+                                   embedding_inspector, embedding_table, feature_browser, feature_purity,
+                                   held_out_loss_recovered, kmeans, label_axes, load_sae, loss_recovered, nearest_neighbours,
+                                   nearest_to_vector, number_words, pca_2d, plot_attention, plot_embedding_scatter,
+                                   plot_histories, plot_history, position_losses, sae_features, sae_metrics,
+                                   saved_sae, sequence_losses, story_activations, token_structure_plot,
+                                   top_activations, train_sae, trained_sae)
 from pico_helpers.config import MODEL_NAMES, TrainConfig, find_repo_root, quick_mode
-from pico_helpers.data import (Corpus, CorpusVocab, MixedSequenceDataset, collate, generate_3seqs, get_tokenizer,
-                               iterate_batches, load_corpus, load_text_file, load_tinystories, split_train_val,
-                               write_3seqs)
-from pico_helpers.presets import COMPARE_MODELS, preset, runs_root, tinystories_source, trained_transformer
+from pico_helpers.data import (Corpus, CorpusVocab, CorpusVocabModel, MixedSequenceDataset, collate, generate_3seqs,
+                               get_tokenizer, iterate_batches, load_corpus, load_text_file, load_tinystories,
+                               split_train_val, write_3seqs)
 from pico_helpers.models import (KGramMLPSeqModel, LSTMSeqModel, RMSNorm, TransformerModel, build_model,
                                  count_parameters)
-from pico_helpers.sample import generate_text, generate_tokens, nucleus_probs, nucleus_sampling
-from pico_helpers.training import (Callback, History, RunStore, compute_next_token_loss, evaluate,
-                                fused_linear_cross_entropy, load_checkpoint, make_optimizer, next_token_loss, pick_device,
-                                run_identity, train, train_epoch, train_step)
-from pico_helpers.workbook import (cell_text, continues_count, epoch_table, export_answers, md_table, median_seconds,
-                                   sample_table)
-from pico_helpers.workbook.display import result_row, show_source
+from pico_helpers.presets import COMPARE_MODELS, preset, runs_root, tinystories_source, trained_transformer
+from pico_helpers.runs import RunStore, load_checkpoint, run_identity
+from pico_helpers.sample import generate_text, generate_tokens, nucleus_probs, nucleus_probs_topk, nucleus_sampling
+from pico_helpers.training import (Callback, History, compute_next_token_loss, evaluate, fused_linear_cross_entropy,
+                                   make_optimizer, next_token_loss, pick_device, train, train_epoch, train_step)
+from pico_helpers.workbook import (cell_text, continues_count, epoch_table, md_table, median_seconds, result_row,
+                                   sample_table, show_source, start_notebook)
 
-# The public names are exactly those imported above (not the subpackages themselves).
-__all__ = sorted(name for name, value in list(globals().items())
-                 if not name.startswith("_") and not isinstance(value, _ModuleType))
+__all__ = [
+    # analysis
+    "LiveLossPlot", "annotate_tokens", "label_axes", "attention_maps", "attention_viewer", "describe_neighbours",
+    "embedding_inspector", "embedding_table", "kmeans", "nearest_neighbours", "nearest_to_vector", "number_words",
+    "pca_2d", "plot_attention", "plot_embedding_scatter", "plot_histories", "plot_history", "position_losses",
+    "sequence_losses", "token_structure_plot",
+    # analysis: sparse autoencoders and the feature browser (07_monosemanticity)
+    "SparseAutoencoder", "collect_activations", "feature_purity", "loss_recovered", "sae_metrics", "top_activations",
+    "train_sae", "SAEConfig", "SAERun", "StoryActivations", "annotate_features", "held_out_loss_recovered",
+    "load_sae", "sae_features", "saved_sae", "story_activations", "trained_sae", "FeatureBrowser", "FeatureIndex",
+    "feature_browser",
+    # config
+    "MODEL_NAMES", "TrainConfig", "find_repo_root", "quick_mode",
+    # data
+    "Corpus", "CorpusVocab", "CorpusVocabModel", "MixedSequenceDataset", "collate", "generate_3seqs",
+    "get_tokenizer", "iterate_batches", "load_corpus", "load_text_file", "load_tinystories", "split_train_val",
+    "write_3seqs",
+    # models
+    "KGramMLPSeqModel", "LSTMSeqModel", "RMSNorm", "TransformerModel", "build_model", "count_parameters",
+    # presets
+    "COMPARE_MODELS", "preset", "runs_root", "tinystories_source", "trained_transformer",
+    # runs
+    "RunStore", "load_checkpoint", "run_identity",
+    # sample
+    "generate_text", "generate_tokens", "nucleus_probs", "nucleus_probs_topk", "nucleus_sampling",
+    # training
+    "Callback", "History", "compute_next_token_loss", "evaluate", "fused_linear_cross_entropy", "make_optimizer",
+    "next_token_loss", "pick_device", "train", "train_epoch", "train_step",
+    # workbook
+    "cell_text", "continues_count", "epoch_table", "md_table", "median_seconds", "sample_table", "result_row",
+    "show_source", "start_notebook",
+]

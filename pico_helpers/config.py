@@ -132,9 +132,8 @@ class TrainConfig:
     seed: int = _field(0, "seed of the model's initialisation, the split and the batch order", _at_least(0))
     device_id: str | None = _field(None, "torch device; falls back (with a message) when it is missing; "
                                    "'auto' = cuda > mps > cpu", example="cpu", run_id=False, cli_default="cuda:0")
-    bf16: bool | None = _field(None, "bfloat16 autocast; auto: on for CUDA GPUs that support it, off on CPUs "
-                               "(training/precision.py says why)", example=False)
-    compile: bool = _field(False, "torch.compile the models (falls back to eager)", run_id=False)
+    bf16: bool | None = _field(None, "bfloat16 autocast; auto: on for CUDA GPUs that support it, off on CPUs, "
+                               "where it trained no faster and to a worse loss (BENCHMARKS.md)", example=False)
     loss_chunk_size: int | None = _field(None, "rows per fused-loss chunk; default max(128, D // 2)", _at_least(1), 128)
     log_every: int = _field(100, "steps between partial-average lines; 0 = off", _at_least(0), run_id=False)
     eval_every: int | None = _field(None, "steps between validation points; default ~10 a run; 0 = epoch ends only",

@@ -115,18 +115,22 @@ def compare(corpus, quick: bool | None = None, names=COMPARE_MODELS, verbose: bo
     quick = quick_mode() if quick is None else quick
     base = preset("compare_tinystories", quick)
     short = base.replace(epochs=1) if quick else base.replace(time_budget_s=SWEEP_S)
-    results = {}
+    results, rates = {}, {name: SWEEP_RATES[name][:2] if quick else SWEEP_RATES[name] for name in names}
+    runs, total = iter(range(1, 10**6)), sum(len(r) + 1 for r in rates.values())
+    say = print if verbose else (lambda *args: None)
     for name in names:
         sweep = {}
-        for rate in SWEEP_RATES[name][:2] if quick else SWEEP_RATES[name]:
-            model = build_model(name, short.replace(learning_rate=rate), corpus.vocab_size)
+        for rate in rates[name]:
+            say(f"compare(): run {next(runs)} of {total}, {name}: a short try at learning rate {rate:g}")
+            model = build_model(name, short.replace(learning_rate=rate), corpus.vocab)
             try:
-                tried = train(model, corpus, short.replace(learning_rate=rate), f"{name}_try_lr{rate:g}", verbose=False)
+                tried = train(model, corpus, short.replace(learning_rate=rate), f"{name}_try_lr{rate:g}", verbose=verbose)
                 sweep[rate] = tried.val_points[-1][1]
             except ValueError:  # the loss became non-finite: the rate is too high
                 sweep[rate] = None
         rate = min((loss, r) for r, loss in sweep.items() if loss is not None)[1]
-        model = build_model(name, base.replace(learning_rate=rate), corpus.vocab_size)
+        say(f"compare(): run {next(runs)} of {total}, {name}: the whole budget at the best rate, {rate:g}")
+        model = build_model(name, base.replace(learning_rate=rate), corpus.vocab)
         history = train(model, corpus, base.replace(learning_rate=rate), f"{name}_lr{rate:g}", verbose=verbose)
         results[name] = Compared(model, history, rate, sweep)
     return results
@@ -169,6 +173,6 @@ def trained_transformer(quick: bool | None = None, verbose: bool = True,
 
     config = config or long_config(quick)
     corpus = load_corpus(config)
-    model = build_model("kvcache_transformer", config, corpus.vocab_size)
+    model = build_model("kvcache_transformer", config, corpus.vocab)
     history = train(model, corpus, config, "kvcache_transformer_long", verbose=verbose)
     return Trained(model, history, corpus)

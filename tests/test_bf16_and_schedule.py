@@ -1,4 +1,5 @@
-"""bf16 autocast as configured, auto on CUDA GPUs only (training/precision.py) and the learning-rate schedule (loop.lr_at)."""
+"""bf16 autocast as configured, auto on CUDA GPUs only (training/setup.py use_bf16) and the learning-rate schedule
+(setup.lr_at)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ from pico_helpers.data import collate, load_corpus
 from pico_helpers.data.tokenizer import get_tokenizer
 from pico_helpers.models import build_model
 from pico_helpers.models.transformer import TransformerModel
-from pico_helpers.training import precision, train
+from pico_helpers.training import lr_at, make_optimizer, train, use_bf16
 import pico_helpers.training.loop as loop
 
 CPU = torch.device("cpu")
@@ -20,15 +21,19 @@ CPU = torch.device("cpu")
 
 # --- bf16: the choice ---
 
-def test_bf16_true_and_false_force_the_choice():
-    for forced in (True, False):
-        on, why = precision.bf16_choice(TrainConfig.quick(bf16=forced), CPU)
-        assert on is forced and why.startswith("bf16 autocast" if forced else "fp32"), why
+def test_bf16_true_and_false_force_the_choice(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    for device in (CPU, torch.device("cuda")):
+        for forced in (True, False):
+            assert use_bf16(TrainConfig.quick(bf16=forced), device) is forced
 
 
-def test_auto_keeps_the_cpu_in_float32():
-    on, why = precision.bf16_choice(TrainConfig.quick(bf16=None), CPU)
-    assert on is False and why.startswith("fp32: auto on a CPU"), why
+def test_auto_keeps_the_cpu_in_float32_and_uses_bf16_where_cuda_supports_it(monkeypatch):
+    auto = TrainConfig.quick(bf16=None)
+    assert use_bf16(auto, CPU) is False
+    for supported in (True, False):  # no GPU needed: the answer is the GPU's support
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+        assert use_bf16(auto, torch.device("cuda")) is supported
 
 
 # --- bf16: the loss matches fp32 ---
@@ -40,8 +45,9 @@ def test_bf16_training_losses_match_fp32_on_a_seeded_run():
     for bf16 in (False, True):
         torch.manual_seed(0)
         model = TransformerModel(50257, d_model=32, n_heads=2, n_blocks=2, block_size=32)
-        optimizer = loop.make_optimizer(model, 1e-3, CPU)
-        losses[bf16] = [loop.train_step(model, optimizer, tokens, mask, bf16) for _ in range(8)]
+        optimizer = make_optimizer(model, 1e-3)
+        config = TrainConfig.quick(bf16=bf16)
+        losses[bf16] = [loop.train_step(model, optimizer, tokens, mask, config) for _ in range(8)]
     diffs = [abs(a - b) for a, b in zip(losses[False], losses[True])]
     assert losses[False][-1] < losses[False][0] - 0.3  # it learns (10.83 -> 10.29), so the runs really diverge
     assert max(diffs) > 0  # bf16 really ran
@@ -57,7 +63,7 @@ def test_bf16_training_losses_match_fp32_on_a_seeded_run():
 def test_cosine_schedule_values():
     cfg = TrainConfig.quick(learning_rate=1e-3, lr_schedule="cosine", warmup_steps=10)
     total = 110  # 10 warm-up updates, then 100 of decay (steps 10 .. 109)
-    at = lambda step: loop.lr_at(step, cfg, total)  # noqa: E731
+    at = lambda step: lr_at(step, cfg, total)  # noqa: E731
     assert at(0) == pytest.approx(1e-4)  # the first update already moves: 1/10 of the peak
     assert at(9) == pytest.approx(1e-3)  # the end of the warm-up is the peak
     assert at(10) == pytest.approx(1e-3)  # decay starts from the peak
@@ -66,12 +72,12 @@ def test_cosine_schedule_values():
     assert at(500) == pytest.approx(1e-4)  # past the end (more epochs than planned): stays at the floor
     decay = [at(s) for s in range(10, 110)]
     assert all(a >= b for a, b in zip(decay, decay[1:]))
-    assert loop.lr_at(57, TrainConfig.quick(learning_rate=3e-3), total) == 3e-3  # constant: the starter's
-    assert loop.lr_at(0, cfg.replace(warmup_steps=0), total) == pytest.approx(1e-3)  # no warm-up: starts at the peak
+    assert lr_at(57, TrainConfig.quick(learning_rate=3e-3), total) == 3e-3  # constant: the starter's
+    assert lr_at(0, cfg.replace(warmup_steps=0), total) == pytest.approx(1e-3)  # no warm-up: starts at the peak
     timed = cfg.replace(time_budget_s=60.0)  # with a time budget the decay follows the training seconds, not steps
-    assert loop.lr_at(10, timed, total, elapsed_s=30.0) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
-    assert loop.lr_at(10, timed, total, elapsed_s=90.0) == pytest.approx(1e-4)  # past the budget: the floor
-    assert loop.lr_at(5, timed, total, elapsed_s=50.0) == pytest.approx(6e-4)  # the warm-up still counts steps
+    assert lr_at(10, timed, total, elapsed_s=30.0) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at(10, timed, total, elapsed_s=90.0) == pytest.approx(1e-4)  # past the budget: the floor
+    assert lr_at(5, timed, total, elapsed_s=50.0) == pytest.approx(6e-4)  # the warm-up still counts steps
 
 
 def test_a_resumed_run_gets_the_same_learning_rates(tmp_path, monkeypatch):
@@ -89,13 +95,13 @@ def test_a_resumed_run_gets_the_same_learning_rates(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "train_step", recording)
     interrupted = [True]  # the straight run is never interrupted
-    straight = train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name="straight", verbose=False)
+    straight = train(build_model("lstm_seq", cfg, corpus.vocab), corpus, cfg, name="straight", verbose=False)
     expected, seen[:] = list(seen), []
-    assert expected == [loop.lr_at(s, cfg, 12) for s in range(12)] and len(set(expected)) > 6
+    assert expected == [lr_at(s, cfg, 12) for s in range(12)] and len(set(expected)) > 6
     interrupted.clear()
     with pytest.raises(KeyboardInterrupt):
-        train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name="resumed", verbose=False)
+        train(build_model("lstm_seq", cfg, corpus.vocab), corpus, cfg, name="resumed", verbose=False)
     seen.pop()  # the interrupted call's update never happened
-    resumed = train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name="resumed", verbose=False)
+    resumed = train(build_model("lstm_seq", cfg, corpus.vocab), corpus, cfg, name="resumed", verbose=False)
     assert seen == expected  # 7 updates before the interrupt, 5 after it: the same rates in the same order
     assert resumed.step_loss == straight.step_loss and all(math.isfinite(x) for x in resumed.step_loss)

@@ -1,9 +1,10 @@
-"""The two widgets in a real browser: JupyterLab on 127.0.0.1 and headless Chromium driven by Playwright.
+"""The widgets in a real browser: JupyterLab on 127.0.0.1 and headless Chromium driven by Playwright.
 
-Notebooks 01 (embedding inspector) and 06 (attention viewer) run top to bottom in quick mode, then the test
-types into the inspector and moves the viewer's head slider. Copies of the notebooks are opened from
-build/browser/, so the committed ones are never saved over; a screenshot of each widget, and of any failure,
-is kept there too.
+Notebooks 01 (embedding inspector), 06 (attention viewer) and 07 (feature browser) run top to bottom in quick mode,
+while the test watches 01's first training cell redraw its live loss plot; then it types into the inspector (a
+token and one the model never saw), moves the viewer's head slider and types into the feature browser. Copies of
+the notebooks are opened from build/browser/, so the committed ones are never saved over; a screenshot of each
+widget, and of any failure, is kept there too.
 
 Needs Playwright (``pip install -e '.[browser]'``) and Debian's Chromium at /usr/bin/chromium (or
 $PICO_CHROMIUM): Playwright cannot download its own browser here. Without them the test skips, unless
@@ -68,7 +69,7 @@ def lab(tmp_path_factory):
     # Copies served from inside the repository: the kernel's find_repo_root() walks up from build/browser/.
     copies = OUT / f"notebooks-{os.getpid()}"
     copies.mkdir(parents=True, exist_ok=True)
-    for name in ("01_embeddings.ipynb", "06_experiments.ipynb"):
+    for name in ("01_embeddings.ipynb", "06_experiments.ipynb", "07_monosemanticity.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, copies / name)
     # No autosave (the copies stay as copied) and no news toast over the page.
     for plugin, values in (("docmanager-extension/plugin", {"autosave": False}),
@@ -236,13 +237,16 @@ class Notebook:
         return path
 
 
-def _run_checked(browser, lab, name: str, check) -> float:
-    """Open the copy of ``name``, run all cells, require no problems, then ``check(nb)``; screenshot on failure."""
+def _run_checked(browser, lab, name: str, check, before_run=None) -> float:
+    """Open the copy of ``name``, ``before_run(nb)``, run all cells, require no problems, then ``check(nb)``;
+    screenshot on failure."""
     nb = Notebook(browser, lab, lab["copies"] / name)
     (OUT / f"{Path(name).stem}-failure.png").unlink(missing_ok=True)  # an old failure's picture would mislead
     t0 = time.monotonic()
     try:
         nb.open()
+        if before_run is not None:
+            before_run(nb)
         ok = nb.run_all()
         problems = nb.problems()
         assert ok and not problems, f"{name}: Run All {'finished' if ok else 'stopped'}; " + "; ".join(problems)
@@ -264,10 +268,28 @@ def _widget_rendered(cell, control: str) -> None:
     assert cell.locator(".widget-label", has_text=control).count() >= 1, f"no {control!r} control in the widget"
 
 
+# Every 50 ms, the pictures shown in the output of the cell whose source starts with ``arg``: the frames of its
+# live loss plot while it trains (each redraw is a new PNG), then the cell's own figure.
+_WATCH_FRAMES = """window.__frames = new Set();
+    window.__watch = setInterval(() => {
+        for (const cell of panel.content.widgets) {
+            if (!cell.model.sharedModel.getSource().startsWith(arg)) continue;
+            for (const img of cell.node.querySelectorAll('.jp-OutputArea img')) window.__frames.add(img.src);
+        }
+    }, 50);
+    return true;"""
+
+
 # --- the tests ---
 
 def test_embedding_inspector_responds_in_the_browser(browser, lab):
+    def watch_training(nb):  # 01's first training cell: its live plot should be redrawn while it trains
+        nb.js(_WATCH_FRAMES, arg="seqs_corpus = load_corpus(")
+
     def check(nb):
+        frames = nb.js("clearInterval(window.__watch); return window.__frames.size;")
+        # at least 3 redraws of the live plot while training, and the cell's own figure once it is done
+        assert frames >= 4, f"the training cell showed {frames} distinct pictures: its live plot did not update"
         cell = nb.cell("embedding_inspector(")
         _widget_rendered(cell, "word or id")
         table = cell.locator(".widget-output").first.locator("pre").first
@@ -277,13 +299,17 @@ def test_embedding_inspector_responds_in_the_browser(browser, lab):
 
         before = nb.wait_for_change(read, "", "the neighbour table")  # drawn when the widget was built
         box = cell.locator(".widget-text", has_text="word or id").locator("input")
-        box.fill(" 7")
-        box.press("Enter")  # the box sends its value on Enter (continuous_update=False)
+        box.fill(" 7")  # the box updates as you type
         after = nb.wait_for_change(read, before, "the neighbour table after typing ' 7'")
         assert "7" in after.splitlines()[0], after
         nb.shot(cell, "inspector")
+        box.fill(" dog")  # never in 3seqs, so the 3seqs LSTM (the first model) has no row for it: one clear line
+        unseen = nb.wait_for_change(read, after, "the panel after typing ' dog'")
+        assert unseen.startswith("LSTM on 3seqs: ' dog' (id 3290) has no embedding row"), unseen
+        assert "rank" not in unseen and "cosine" not in unseen, f"a table instead of the line: {unseen}"
+        nb.shot(cell, "inspector-unseen")
 
-    _run_checked(browser, lab, "01_embeddings.ipynb", check)
+    _run_checked(browser, lab, "01_embeddings.ipynb", check, before_run=watch_training)
 
 
 def test_attention_viewer_responds_in_the_browser(browser, lab):
@@ -310,6 +336,49 @@ def test_attention_viewer_responds_in_the_browser(browser, lab):
         nb.shot(cell, "viewer")
 
     _run_checked(browser, lab, "06_experiments.ipynb", check)
+
+
+def test_feature_browser_responds_in_the_browser(browser, lab):
+    def check(nb):
+        cell = nb.cell("FeatureBrowser(")
+        _widget_rendered(cell, "feature")
+        card = cell.locator(".pico-feature").first
+
+        def shown():
+            return card.get_attribute("data-feature") if card.count() else ""
+
+        first = nb.wait_for_change(shown, "", "the feature card")  # drawn when the widget was built
+        assert "top contexts" in card.inner_text() and "fires on" in card.inner_text()
+        box = cell.locator(".widget-text", has_text="feature").locator("input")
+        other = str((int(first) + 1) % 100)
+        box.fill(other)
+        box.press("Enter")  # the number box sends its value on Enter
+        assert nb.wait_for_change(shown, first, "the card after typing a feature number") == other
+        assert card.locator("span[title]").count() > 0  # its contexts, token by token, shaded by activation
+
+        matches = cell.locator(".widget-html", has_text="strongest features").first
+        token = cell.locator(".widget-text", has_text="token").locator("input")
+        token.fill(" the")
+        token.press("Enter")  # lists the features ' the' activates most, and shows the strongest
+        matches.wait_for(state="visible")
+        assert "' the'" in matches.inner_text()
+        nb.shot(cell, "features")
+
+        cell.locator(".lm-TabBar-tab", has_text="sentence").click()
+        table = cell.locator(".pico-sentence").first
+
+        def rows():
+            return table.inner_text() if table.count() else ""
+
+        before = nb.wait_for_change(rows, "", "the sentence table")
+        sentence = cell.locator(".widget-text", has_text="sentence").locator("input")
+        sentence.fill("The cat sat on the mat.")
+        sentence.press("Enter")
+        after = nb.wait_for_change(rows, before, "the sentence table after typing a sentence")
+        assert "' cat'" in after and "' mat'" in after, after
+        nb.shot(cell, "sentence")
+
+    _run_checked(browser, lab, "07_monosemanticity.ipynb", check)
 
 
 def test_a_cell_that_raises_fails_the_check(browser, lab):

@@ -72,10 +72,10 @@ def test_every_config_field_is_a_flag_with_its_default():
     config = pico.config_from_args(pico.parse_args([]))
     # the starter's --device_id default is cuda:0 (falling back with a message); every other default is TrainConfig's
     assert config == TrainConfig(device_id="cuda:0")
-    args = pico.parse_args(["--bf16", "off", "--compile", "--input_files", "a.txt", "b.txt", "--max_steps_per_epoch",
-                            "7", "--positional", "rope"])
+    args = pico.parse_args(["--bf16", "off", "--tie_weights", "--input_files", "a.txt", "b.txt",
+                            "--max_steps_per_epoch", "7", "--positional", "rope"])
     config = pico.config_from_args(args)
-    assert (config.bf16, config.compile, config.input_files, config.max_steps_per_epoch, config.positional) == \
+    assert (config.bf16, config.tie_weights, config.input_files, config.max_steps_per_epoch, config.positional) == \
         (False, True, ["a.txt", "b.txt"], 7, "rope")
     assert pico.config_from_args(pico.parse_args(["--bf16", "on"])).bf16 is True
     assert (config.vocab, config.long_examples, config.bucket_by_length) == ("corpus", "windows", True)
@@ -89,7 +89,7 @@ def test_every_config_field_is_a_flag_with_its_default():
 
 @pytest.mark.parametrize("bad", [
     dict(learning_rate=-1), dict(learning_rate=float("nan")), dict(learning_rate="0.01"), dict(block_size=1.5),
-    dict(block_size=True), dict(batch_size=2.5), dict(bf16="off"), dict(compile="no"), dict(tinystories_stories=0),
+    dict(block_size=True), dict(batch_size=2.5), dict(bf16="off"), dict(tie_weights="no"), dict(tinystories_stories=0),
     dict(tinystories_stories=-5), dict(block_size=1), dict(positional="absolute"), dict(max_steps_per_epoch=0)])
 def test_bad_config_values_name_the_field_and_a_valid_one(bad):
     (name, value), = bad.items()

@@ -94,7 +94,9 @@ def test_tinystories_env_variable_and_offline_error(enc, tinystories_file, monke
         load_tinystories(enc, n_stories=3, block_size=8)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "tinystories_train_sample.txt").is_file(), reason="no shared sample")
+@pytest.mark.skipif(not (SHARED_DATA / "tinystories_train_sample.txt").is_file(),
+                    reason="needs the course's 7,038-story TinyStories sample, which the course machines keep "
+                           "beside the repository; skipped in a plain clone")
 def test_real_sample_story_count():
     assert len(read_tinystories_file(SHARED_DATA / "tinystories_train_sample.txt")) == 7038
 
@@ -235,9 +237,9 @@ def test_load_corpus_3seqs(enc):
     for other in (cfg.replace(long_examples="windows"), cfg.replace(block_size=8)):  # the whole lines' ids, always
         assert load_corpus(other).vocab.ids == corpus.vocab.ids
     assert corpus.vocab_size == len(corpus.vocab.ids) + 1 < 2000
-    assert max(max(s) for s in corpus.train.other) < corpus.vocab.other_id
-    assert [corpus.vocab.to_gpt2(s) for s in corpus.train.other] == full.train.other  # remapping round trip
-    assert [corpus.vocab.to_model(s) for s in full.val.other] == corpus.val.other
+    # the data stays in GPT-2 ids whatever the vocabulary (the model maps them): the same splits as the full one's
+    assert corpus.train.other == full.train.other and corpus.val.other == full.val.other
+    assert all(corpus.vocab.other_id not in corpus.vocab.to_model(s) for s in corpus.train.other)  # all modelled
 
 
 def test_load_corpus_mixture(tinystories_file):

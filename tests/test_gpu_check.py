@@ -1,10 +1,12 @@
-"""`make gpu-check` without a GPU: it says there is no CUDA, lists what it would check, and exits 0."""
+"""`make gpu-check` without a GPU: it says so, lists its checks, exits 0; its fused-loss check runs on the CPU."""
 from __future__ import annotations
 
 import os
 import re
 import subprocess
 import sys
+
+import torch
 
 from conftest import ROOT
 
@@ -23,3 +25,13 @@ def test_gpu_check_without_cuda_says_so_and_exits_0():
 def test_make_gpu_check_runs_that_script():
     recipe = re.search(r"^gpu-check:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M)
     assert recipe and "-m benchmarks.gpu_check" in recipe.group(1)
+
+
+def test_fused_loss_check_passes_on_the_cpu(tmp_path):
+    # The one check cheap enough for the CPU suite: it keeps gpu_check's calls in step with the package's API.
+    from benchmarks.gpu_check import _quick_config, check_fused_loss
+    from pico_helpers import load_corpus
+
+    device = torch.device("cpu")
+    status, detail = check_fused_loss(device, load_corpus(_quick_config(device, str(tmp_path))))
+    assert status == "PASS", detail

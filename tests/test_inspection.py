@@ -310,3 +310,28 @@ def test_attention_maps_of_the_real_transformer():
     assert attn.shape == (2, 2, 5, 5) and tokens == list("abcde")
     torch.testing.assert_close(attn.sum(-1), torch.ones(2, 2, 5))  # float32 softmax rows sum to 1
     assert torch.all(attn.triu(diagonal=1) == 0), "a query must not attend to later tokens"
+
+
+def test_tokens_without_a_row_get_one_line_not_a_table():
+    # A corpus-vocabulary model has rows only for the ids its training data held: the others are zero rows.
+    from pico_helpers.data.vocab import CorpusVocab, CorpusVocabModel
+    from pico_helpers.models import LSTMSeqModel
+
+    torch.manual_seed(0)
+    enc = CharEnc()
+    vocab = CorpusVocab([0, 1, 2, 3, 4], base_size=len(enc.ALPHABET))  # 'a'..'e' seen in training; 'f'.. never
+    model = CorpusVocabModel(LSTMSeqModel(vocab.n_vocab, 6, 6), vocab)
+    table = embedding_table(model)
+    assert table[vocab.ids].abs().sum(1).gt(0).all() and table[5:].abs().sum() == 0
+    with pytest.raises(ValueError, match=r"'g' \(id 6\) has no embedding row: the model never saw this token"):
+        describe_neighbours(table, enc, "g", 3)
+    info = describe_neighbours(table, enc, "b", 8)  # only 4 other tokens have a row: no zero row is a neighbour
+    assert sorted(info["ids"]) == [0, 2, 3, 4]
+    view = embedding_inspector({"tiny": model}, enc, default_word="g", k=3).view
+    assert view.last_text.startswith("tiny: 'g' (id 6) has no embedding row") and view.last_figure is None
+    view.preset.value = "custom (below, separated by |)"
+    view.custom.value = "a|b|g|c|h"  # two of five have no row: drawn without them, and the panel says so
+    assert view.structure.last_figure is not None
+    assert view.structure.last_text.startswith("tiny: 2 of 5 tokens have no embedding row")
+    view.custom.value = "a|g|h"
+    assert view.structure.last_figure is None and "choose tokens from its data" in view.structure.last_text

@@ -102,17 +102,17 @@ def test_chunk_size_does_not_change_outputs(input_mode):
 
 @pytest.mark.parametrize("input_mode", MODES)
 @pytest.mark.parametrize("window", WINDOWS)
-def test_step_equals_forward_last(input_mode, window):
+def test_next_logits_equals_forward_last(input_mode, window):
     model = make_model(input_mode, window)
     idx = torch.randint(0, V, (9, 2), generator=torch.Generator().manual_seed(3))
     full = model(idx)
-    logits, state = model.step(idx[:4])  # a prompt of 4 tokens
+    logits, state = model.next_logits(idx[:4])  # a prompt of 4 tokens
     torch.testing.assert_close(logits, full[3], atol=1e-6, rtol=1e-6)
     for t in range(4, 9):  # then one token at a time
-        logits, state = model.step(idx[t:t + 1], state)
+        logits, state = model.next_logits(idx[t:t + 1], state)
         torch.testing.assert_close(logits, full[t], atol=1e-6, rtol=1e-6)
     assert state.shape == (K, 2)
-    logits, _ = model.step(idx[:1])  # a one-token prompt: the window is mostly padding
+    logits, _ = model.next_logits(idx[:1])  # a one-token prompt: the window is mostly padding
     torch.testing.assert_close(logits, full[0], atol=1e-6, rtol=1e-6)
 
 

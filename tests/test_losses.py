@@ -316,3 +316,58 @@ def test_errors_say_what_to_fix():
         compute_next_token_loss(model(tokens), tokens, torch.ones(5, 2))
     with pytest.raises(ValueError, match="chunk_size"):
         next_token_loss(model, tokens, chunk_size=0)
+
+
+# --- position_losses: the loss of every prediction, "other" charged as evaluate charges it ---
+
+# Lines that share most words; each also holds one word of its own, so whichever lines the split holds out, the
+# validation data has ids training never saw (the corpus vocabulary's "other"). Lengths vary, so batches pad.
+UNIQUE_WORDS = ["zebra", "piano", "volcano", "saxophone", "glacier", "lantern", "harbor", "meteor",
+                "walrus", "cathedral", "kettle", "tornado", "violin", "pyramid", "falcon", "orchid"]
+
+
+@pytest.fixture(scope="module")
+def unseen_corpus(tmp_path_factory):
+    from pico_helpers.config import TrainConfig
+    from pico_helpers.data import load_corpus
+
+    path = tmp_path_factory.mktemp("unseen") / "lines.txt"
+    lines = [f"the cat sat on the mat with a {word}" + " and the dog ran" * (i % 4)
+             for i, word in enumerate(UNIQUE_WORDS)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = TrainConfig.quick(input_files=[str(path)], test_fraction=0.25, embed_size=16, n_heads=2, n_blocks=1)
+    return config, load_corpus(config)
+
+
+@pytest.mark.parametrize("name", ["kvcache_transformer", "lstm_seq"])
+def test_position_losses_charge_other_like_evaluate(unseen_corpus, name):
+    from pico_helpers import build_model, collate, evaluate, position_losses
+
+    config, corpus = unseen_corpus
+    vocab = corpus.vocab
+    val = [corpus.val[i] for i in range(len(corpus.val))]  # GPT-2 ids
+    assert len(val) == 4 and len({len(s) for s in val}) > 1  # batches with padding
+    tokens, mask = collate(val)  # (T, 4)
+    unseen = (vocab.to_model(tokens)[1:] == vocab.other_id) & mask[1:]
+    assert unseen.sum() >= 4, "the validation targets include ids training never saw"
+    model = build_model(name, config, vocab)  # GPT-2 ids in, 50,257 logits out
+    losses = position_losses(model, tokens, mask, batch_size=3)  # two forward batches: 3 and 1 sequences
+    assert losses.shape == (tokens.shape[0] - 1, 4)
+    assert torch.equal(losses.isnan(), ~mask[1:])  # NaN exactly where the target is padding
+    mean = losses[mask[1:]].mean().item()
+    # float32 losses of ~10.8 nats summed in another order (and the fused loss's chunks): ~1e-6; 1e-5 is the bound
+    assert mean == pytest.approx(evaluate(model, corpus.val, config), rel=1e-5)
+    assert mean == pytest.approx(next_token_loss(model, tokens, mask).item(), rel=1e-5)
+    # independent reference: each target scored from its own prefix alone, through CorpusVocab's plain mapping
+    raw = model.model
+    with torch.no_grad():
+        for t in range(tokens.shape[0] - 1):
+            for b in range(tokens.shape[1]):
+                if not mask[t + 1, b]:
+                    continue
+                prefix = tokens[:t + 1, b:b + 1]  # (t+1, 1) GPT-2 ids, all real (right padding)
+                logits = vocab.full_logits(raw(vocab.to_model(prefix)))  # (t+1, 1, 50257)
+                want = -torch.log_softmax(logits[t, 0], dim=-1)[tokens[t + 1, b]]
+                # float32, a shorter input (other matmul shapes): ~1e-6 apart; 1e-5 relative is the bound
+                torch.testing.assert_close(losses[t, b], want, rtol=1e-5, atol=1e-5)
+    assert losses[unseen].min() > vocab.other_correction  # an unseen target pays at least log(n_other)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from pico_helpers.workbook import export_answers
-from pico_helpers.workbook.notebook_answers import EXPECTED_ANSWERS
+from tools.export.answers import export_answers
+from tools.export.notebooks import EXPECTED_ANSWERS
 from tools.run_workbook import execute_notebook, notebook_paths
 
 NOTEBOOKS = notebook_paths()

@@ -1,15 +1,16 @@
-"""Nucleus (top-p) sampling: exact support and probabilities, ties, the top-k pre-cut against the full sort,
-draws; and generation: with the cache and without, for every model, against the starter's loop."""
+"""Nucleus (top-p) sampling: exact support and probabilities against a Python loop, ties, the top-k fast path
+against the plain full sort, draws; and generation: with the cache and without, for every model, against the
+starter's loop."""
 import math
 
 import pytest
 import torch
 
-from benchmarks.baselines import full_sort_nucleus_probs, full_sort_nucleus_sampling, starter_generate_tokens
+from benchmarks.baselines import starter_generate_tokens
 from pico_helpers.models import KGramMLPSeqModel, LSTMSeqModel, TransformerModel
 from pico_helpers.sample import generate_tokens
 from pico_helpers.sample import nucleus as sampling
-from pico_helpers.sample.nucleus import REACH_TOL, TOP_K, nucleus_probs, nucleus_sampling
+from pico_helpers.sample.nucleus import REACH_TOL, TOP_K, nucleus_probs, nucleus_probs_topk, nucleus_sampling
 
 # Renormalised probabilities are one float32 division away from the reference's float64 ones.
 RTOL = 1e-6
@@ -43,11 +44,24 @@ def logits_of(probs):
 
 
 def check_against_reference(logits, p, temperature=1.0):
+    """nucleus_probs against the loop; the fast path against nucleus_probs, bit for bit (the same cut)."""
     got = nucleus_probs(logits, p, temperature)
     want = reference_probs(logits, p, temperature)
     assert torch.equal(got > 0, want > 0), f"support differs for p={p}"
     torch.testing.assert_close(got.double(), want, rtol=RTOL, atol=0.0)
+    assert torch.equal(nucleus_probs_topk(logits, p, temperature), got)
     return got
+
+
+def assert_draws_follow(ids, expected, n):
+    """``ids``: n draws from one row; ``expected``: its (V,) nucleus probabilities. Nothing outside the nucleus,
+    and each kept token's count is Binomial(n, q): 6 standard deviations either side fails with probability
+    ~2e-9 per token, so the bound holds for any seed and never flakes; the seed only makes the run repeatable."""
+    counts = torch.bincount(ids, minlength=expected.numel()).double()
+    assert counts[expected == 0].sum() == 0, "a token outside the nucleus was drawn"
+    for q, c in zip(expected[expected > 0].tolist(), counts[expected > 0].tolist()):
+        sigma = math.sqrt(n * q * (1 - q))
+        assert abs(c - n * q) <= 6 * sigma, (q, c / n)
 
 
 # --- hand-made distributions ---
@@ -95,6 +109,7 @@ def test_result_does_not_depend_on_token_order():
 def test_p_one_is_the_full_softmax():
     logits = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 3
     assert torch.equal(nucleus_probs(logits, 1.0), torch.softmax(logits, dim=-1))
+    assert torch.equal(nucleus_probs_topk(logits, 1.0), torch.softmax(logits, dim=-1))
 
 
 def test_tiny_p_is_greedy():
@@ -106,6 +121,7 @@ def test_tiny_p_is_greedy():
     assert all(int(nucleus_sampling(logits, 1e-9, generator=gen)) == int(logits.argmax()) for _ in range(20))
     tied = torch.tensor([1.0, 3.0, 0.0, 3.0])  # two maxima: a tiny nucleus keeps both, half each
     torch.testing.assert_close(nucleus_probs(tied, 1e-9), torch.tensor([0.0, 0.5, 0.0, 0.5]))
+    assert torch.equal(nucleus_probs_topk(tied, 1e-9), nucleus_probs(tied, 1e-9))
 
 
 def test_temperature_is_applied_before_the_cut():
@@ -126,42 +142,40 @@ def test_random_rows_match_the_loop_reference():
             check_against_reference(logits, p)
 
 
-# --- the top-k pre-cut against the full sort ---
+# --- the top-k fast path against the plain full sort ---
 
-def spy_on_full_sort(monkeypatch):
-    """Count the sorts of a whole vocabulary (the pre-cut's fallback) that nucleus_probs/nucleus_sampling run."""
+def spy_on_fallback(monkeypatch):
+    """Record the rows of every call the fast path hands to the plain full sort (its fallback)."""
     calls = []
-    real = torch.sort
+    real = sampling.nucleus_probs
 
-    def spy(probs, *args, **kwargs):
-        calls.append(probs.shape[0])
-        return real(probs, *args, **kwargs)
+    def spy(logits, *args, **kwargs):
+        calls.append(logits.reshape(-1, logits.shape[-1]).shape[0])
+        return real(logits, *args, **kwargs)
 
-    monkeypatch.setattr(sampling.torch, "sort", spy)
+    monkeypatch.setattr(sampling, "nucleus_probs", spy)
     return calls
 
 
-def test_full_sort_baseline_matches_the_loop_reference():
-    # The bench's baseline (benchmarks/baselines.py) is the reference the pre-cut is compared with below.
+def test_plain_nucleus_matches_the_loop_reference_on_longer_rows():
+    # nucleus_probs, the plain sort-and-cumsum, is the reference the fast path is compared with below.
     gen = torch.Generator().manual_seed(9)
     for scale in (0.5, 3.0, 8.0):
         logits = torch.randn(2000, generator=gen) * scale
         for p in (0.05, 0.5, 0.9, 1.0):
-            got, want = full_sort_nucleus_probs(logits, p), reference_probs(logits, p)
-            assert torch.equal(got > 0, want > 0)
-            torch.testing.assert_close(got.double(), want, rtol=RTOL, atol=0.0)
+            check_against_reference(logits, p)
 
 
-def test_pre_cut_equals_full_sort_on_the_gpt2_vocabulary(monkeypatch):
-    calls = spy_on_full_sort(monkeypatch)
+def test_fast_path_equals_full_sort_on_the_gpt2_vocabulary(monkeypatch):
+    calls = spy_on_fallback(monkeypatch)
     gen = torch.Generator().manual_seed(0)
     for scale in (5.0, 6.0, 8.0, 12.0):  # peaked enough for the nucleus to fit in the top TOP_K
         logits = torch.randn(50257, generator=gen) * scale
         for p in (0.1, 0.5, 0.9, 0.95):
             calls.clear()
-            got = nucleus_probs(logits, p)
+            got = nucleus_probs_topk(logits, p)
             assert calls == [], f"scale {scale} p {p} should not need the full sort"
-            assert torch.equal(got, full_sort_nucleus_probs(logits, p))  # bit for bit
+            assert torch.equal(got, nucleus_probs(logits, p))  # bit for bit
 
 
 @pytest.mark.parametrize("case", ["flat", "nucleus_larger_than_k", "tie_straddles_k", "tie_ends_at_k",
@@ -188,17 +202,17 @@ def test_fallback_cases_equal_full_sort(monkeypatch, case):
     elif case == "never_reaches_p":
         logits = torch.randn(V, generator=torch.Generator().manual_seed(2))
         p = 1.0 - 1e-9  # the float32 probabilities may sum to a hair under 1: keep everything then
-    calls = spy_on_full_sort(monkeypatch)
-    got = nucleus_probs(logits, p)
+    calls = spy_on_fallback(monkeypatch)
+    got = nucleus_probs_topk(logits, p)
     assert calls == [1]
-    assert torch.equal(got, full_sort_nucleus_probs(logits, p))
+    assert torch.equal(got, nucleus_probs(logits, p))
     check_against_reference(logits, p)
     if case == "tie_ends_at_k":
         assert int((got > 0).sum()) == TOP_K
-    ids = nucleus_sampling(logits, p, generator=torch.Generator().manual_seed(0))
-    ref = full_sort_nucleus_sampling(logits, p, generator=torch.Generator().manual_seed(0))
-    tied = case in ("flat", "tie_straddles_k", "tie_ends_at_k")  # equal values may be sorted in another order
-    assert got[ids] > 0 and (tied or int(ids) == int(ref))
+    if case in ("tie_straddles_k", "tie_ends_at_k"):
+        assert int((got > 0).sum()) >= TOP_K and got[TOP_K - 1] == got[100]  # the whole tied block is kept
+    ids = nucleus_sampling(logits.expand(500, V), p, generator=torch.Generator().manual_seed(0))
+    assert (got[ids] > 0).all(), "a token outside the nucleus was drawn"
 
 
 def test_large_nucleus_on_the_gpt2_vocabulary_equals_full_sort():
@@ -206,20 +220,28 @@ def test_large_nucleus_on_the_gpt2_vocabulary_equals_full_sort():
     gen = torch.Generator().manual_seed(8)
     for scale, p in ((2.5, 0.5), (2.5, 0.9), (3.0, 0.95), (4.0, 0.9), (1.0, 0.9)):  # ~500 to ~30,000 tokens
         logits = torch.randn(50257, generator=gen) * scale
-        got = nucleus_probs(logits, p)
+        got = nucleus_probs_topk(logits, p)
         assert int((got > 0).sum()) > TOP_K
-        assert torch.equal(got, full_sort_nucleus_probs(logits, p))
+        assert torch.equal(got, nucleus_probs(logits, p))
+    check_against_reference(logits, p)  # the last, ~30,000 tokens, against the loop too
 
 
-def test_pre_cut_draws_equal_the_full_sort_draws():
-    # Without ties, the kept candidates come out of topk and sort in the same order: the same seeded draw.
-    gen = torch.Generator().manual_seed(10)
-    for scale in (8.0, 2.5):  # the pre-cut, then the fallback
-        logits = torch.randn(50257, generator=gen) * scale
-        for seed in range(5):
-            ours = nucleus_sampling(logits, 0.9, generator=torch.Generator().manual_seed(seed))
-            ref = full_sort_nucleus_sampling(logits, 0.9, generator=torch.Generator().manual_seed(seed))
-            assert int(ours) == int(ref)
+@pytest.mark.parametrize("path", ["fast", "fallback"])
+def test_draws_follow_nucleus_probs_on_both_paths(monkeypatch, path):
+    # nucleus_sampling draws from all V columns of the cut distribution: never outside the nucleus, each kept
+    # token as often as nucleus_probs says. "fast": 73 tokens, within the top TOP_K; "fallback": 156.
+    V = 1000
+    logits = torch.randn(V, generator=torch.Generator().manual_seed(10)) * 0.5
+    logits[:200] += torch.linspace(10.0, 4.0, 200) if path == "fast" else 7.0 + torch.linspace(0.5, 0.0, 200)
+    expected = nucleus_probs(logits, 0.9).double()
+    kept = int((expected > 0).sum())
+    assert (kept < TOP_K) == (path == "fast") and kept > 50, kept
+    calls = spy_on_fallback(monkeypatch)
+    n, gen, ids = 20_000, torch.Generator().manual_seed(0), []
+    for _ in range(n // 1000):  # 1000 rows at a time: (1000, V) probabilities
+        ids.append(nucleus_sampling(logits.expand(1000, -1), 0.9, generator=gen))
+    assert (calls == []) == (path == "fast")
+    assert_draws_follow(torch.cat(ids), expected, n)
 
 
 # --- batches ---
@@ -227,14 +249,14 @@ def test_pre_cut_draws_equal_the_full_sort_draws():
 def test_batch_rows_match_single_rows(monkeypatch):
     gen = torch.Generator().manual_seed(4)
     rows = torch.stack([torch.randn(2000, generator=gen) * 8, torch.zeros(2000), torch.randn(2000, generator=gen) * 4])
-    calls = spy_on_full_sort(monkeypatch)
-    batch = nucleus_probs(rows, 0.9)
+    calls = spy_on_fallback(monkeypatch)
+    batch = nucleus_probs_topk(rows, 0.9)
     assert calls == [3], "the flat row needs the full sort, and then the batch is sorted at once"
     for i in range(3):
+        assert torch.equal(batch[i], nucleus_probs_topk(rows[i], 0.9))
         assert torch.equal(batch[i], nucleus_probs(rows[i], 0.9))
-        assert torch.equal(batch[i], full_sort_nucleus_probs(rows[i], 0.9))
     calls.clear()
-    assert torch.equal(nucleus_probs(rows[[0, 2]], 0.9), batch[[0, 2]]) and calls == []  # peaked rows: the top k
+    assert torch.equal(nucleus_probs_topk(rows[[0, 2]], 0.9), batch[[0, 2]]) and calls == []  # peaked: the top k
     ids = nucleus_sampling(rows, 0.9, generator=torch.Generator().manual_seed(0))
     assert ids.shape == (3,) and ids.dtype == torch.long
     assert all(batch[i, ids[i]] > 0 for i in range(3))
@@ -248,6 +270,8 @@ def test_batch_rows_match_single_rows(monkeypatch):
 def test_bad_p_is_refused(p):
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got"):
         nucleus_probs(torch.zeros(5), p)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got"):
+        nucleus_probs_topk(torch.zeros(5), p)
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
         nucleus_sampling(torch.zeros(5), p)
 
@@ -284,13 +308,7 @@ def test_draw_frequencies_match_the_nucleus(V):
     assert int((expected > 0).sum()) == 4
     n = 20_000
     ids = nucleus_sampling(logits.expand(n, V), 0.95, generator=torch.Generator().manual_seed(0))
-    counts = torch.bincount(ids, minlength=V).double()
-    assert counts[4:].sum() == 0, "a token outside the nucleus was drawn"
-    # Each count is Binomial(n, q): 6 standard deviations either side fails with probability ~2e-9 per
-    # token, so the bound holds for any seed and never flakes; the seed only makes the run repeatable.
-    for q, c in zip(expected[:4].tolist(), counts[:4].tolist()):
-        sigma = math.sqrt(n * q * (1 - q))
-        assert abs(c - n * q) <= 6 * sigma, (q, c / n)
+    assert_draws_follow(ids, expected, n)
 
 
 def test_single_row_draws_are_seeded_and_leave_the_global_rng_alone():
@@ -323,7 +341,9 @@ def test_logits_that_require_grad_are_accepted():
     # A student may pass a model's raw output.
     logits = (torch.randn(50257, generator=torch.Generator().manual_seed(6)) * 8).requires_grad_()
     probs = nucleus_probs(logits, 0.9)
-    assert not probs.requires_grad and torch.equal(probs, full_sort_nucleus_probs(logits.detach(), 0.9))
+    assert not probs.requires_grad and torch.equal(probs, nucleus_probs(logits.detach(), 0.9))
+    fast = nucleus_probs_topk(logits, 0.9)
+    assert not fast.requires_grad and torch.equal(fast, probs)
     nucleus_sampling(logits, 0.9, generator=torch.Generator().manual_seed(0))
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch.distributed as dist
 from conftest import ROOT
 
-from pico_helpers import TrainConfig, build_model, load_checkpoint
+from pico_helpers import TrainConfig, build_model, load_checkpoint, load_corpus
 
 BACKEND = os.environ.get("PICO_DIST_BACKEND", "gloo")
 DEVICE = "cuda" if BACKEND == "nccl" else "cpu"
@@ -72,7 +72,7 @@ def test_two_processes_train_as_one_and_resume_the_same_curve(tmp_path):
 
     second = subprocess.run(torchrun_cmd(two), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"resuming from {two / NAME / 'checkpoint.pt'}: epoch 1, step {stopped}" in second.stdout
+    assert f"[{NAME}] resuming: {stopped} steps done, epoch 1, step {stopped} of it; loaded {two / NAME / 'checkpoint.pt'}" in second.stdout
 
     ref, par = history(one), history(two)
     assert len(ref["step_loss"]) == len(par["step_loss"]) == STEPS and par["finished"]
@@ -81,9 +81,12 @@ def test_two_processes_train_as_one_and_resume_the_same_curve(tmp_path):
     assert abs(ref["epoch_val_loss"][0] - par["epoch_val_loss"][0]) < TOL  # the all-reduced validation loss
     assert ref["tokens_seen"] == par["tokens_seen"]  # the global batches, not one rank's share
 
-    # Rank 0's checkpoint is a plain single-process one (no "module." prefixes) with the reference's weights.
+    # Rank 0's checkpoint is a plain single-process one (no DDP "module." prefixes) with the reference's weights:
+    # the corpus-vocabulary model's state dict, which loads into the model pico.py builds for the same corpus.
     ckpt, ref_ckpt = load_checkpoint(two / NAME / "checkpoint.pt"), load_checkpoint(one / NAME / "checkpoint.pt")
-    model = build_model(NAME, TrainConfig(**ckpt["config"]), par["vocab_size"])
+    assert set(ckpt["model"]) == set(ref_ckpt["model"])
+    config = TrainConfig(**ckpt["config"])
+    model = build_model(NAME, config, load_corpus(config).vocab)
     model.load_state_dict(ckpt["model"])  # strict: every key matches
     assert max(float((v - ref_ckpt["model"][k]).abs().max()) for k, v in ckpt["model"].items()) < TOL
 

@@ -15,8 +15,8 @@ from pico_helpers.analysis import plots
 from pico_helpers.config import TrainConfig
 from pico_helpers.data import CorpusVocab, MixedSequenceDataset, load_corpus
 from pico_helpers.models import build_model, count_parameters
-from pico_helpers.training import (Callback, History, RunStore, data_fingerprint, evaluate, load_checkpoint,
-                                   pick_device, run_identity, train)
+from pico_helpers.runs import RunStore, data_fingerprint, load_checkpoint, run_identity
+from pico_helpers.training import Callback, History, evaluate, pick_device, train
 import pico_helpers.training.loop as loop
 
 
@@ -29,13 +29,19 @@ def setup(tmp_path_factory):
 
 
 def fit(cfg, corpus, name="run", **kwargs):
-    return train(build_model("lstm_seq", cfg, corpus.vocab_size), corpus, cfg, name=name, **kwargs)
+    return train(build_model("lstm_seq", cfg, corpus.vocab), corpus, cfg, name=name, **kwargs)
+
+
+def position(ckpt) -> tuple[int, int]:
+    """(epoch, step in the epoch) a checkpoint resumes at: its History's position."""
+    history = History.from_dict(ckpt["history"])
+    return history.epoch, history.step_in_epoch
 
 
 def test_lstm_learns_and_history_is_complete(setup):
     cfg, corpus = setup
-    model = build_model("lstm_seq", cfg, corpus.vocab_size)
-    before = evaluate(model, corpus.val, 64)
+    model = build_model("lstm_seq", cfg, corpus.vocab)
+    before = evaluate(model, corpus.val, cfg.replace(batch_size=64))
     history = train(model, corpus, cfg, name="lstm")
     assert len(history.step_loss) == 60 and history.epoch_end_step == [30, 60]
     assert history.epoch_val_loss[-1] < before - 1.0, (before, history.epoch_val_loss)
@@ -47,8 +53,11 @@ def test_lstm_learns_and_history_is_complete(setup):
     assert saved["epoch_val_loss"] == history.epoch_val_loss
     assert History.from_json(f"{cfg.output_dir}/lstm/history.json") == history
     ckpt = load_checkpoint(f"{cfg.output_dir}/lstm/checkpoint.pt")
-    assert set(ckpt) >= {"model", "optimizer", "config", "history", "epoch", "run_id"} and ckpt["epoch"] == 2
-    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    assert set(ckpt) == {"model", "optimizer", "config", "run_id", "history"} and position(ckpt) == (2, 0)
+    assert ckpt["run_id"] == history.run_id and ckpt["config"] == cfg.replace(bf16=False).to_dict()
+    fresh = build_model("lstm_seq", cfg, corpus.vocab)  # the weights load into the model train() was given
+    fresh.load_state_dict(ckpt["model"])
+    assert all(torch.equal(p, q) for p, q in zip(fresh.parameters(), model.parameters()))
     assert history.figure and os.path.isfile(history.figure)
 
 
@@ -56,13 +65,13 @@ def test_resume_continues_where_it_stopped(setup):
     cfg, corpus = setup
     one = cfg.replace(epochs=1)
     fit(one, corpus, "resume")
-    m2 = build_model("lstm_seq", cfg, corpus.vocab_size)
+    m2 = build_model("lstm_seq", cfg, corpus.vocab)
     h2 = train(m2, corpus, cfg, name="resume")  # epochs=2: continues with epoch 2
     h_full = fit(cfg.replace(output_dir=cfg.output_dir + "/straight"), corpus, "resume")
     assert len(h2.step_loss) == 60
     # same data order, same optimizer state: the resumed run retraces the uninterrupted one exactly
     assert h2.step_loss == h_full.step_loss
-    m3 = build_model("lstm_seq", cfg, corpus.vocab_size)
+    m3 = build_model("lstm_seq", cfg, corpus.vocab)
     h3 = train(m3, corpus, cfg, name="resume")  # finished: returns at once, same history
     assert h3.step_loss == h2.step_loss
     for p, q in zip(m3.parameters(), m2.parameters()):
@@ -99,19 +108,19 @@ def test_changed_config_moves_the_old_run_aside(setup, tmp_path, capsys):
 
 def test_run_id_hashes_meaningful_fields_data_and_model(setup):
     cfg, corpus = setup
-    model = build_model("lstm_seq", cfg, corpus.vocab_size)
+    model = build_model("lstm_seq", cfg, corpus.vocab)
     run_id = run_identity(cfg, corpus, model)
     for same in (dict(epochs=9), dict(log_every=7), dict(max_steps_per_epoch=3), dict(prompt="1 2"),
                  dict(output_dir="elsewhere"), dict(eval_every=2), dict(sample_every_s=5.0)):
         assert run_identity(cfg.replace(**same), corpus, model) == run_id, same
     assert run_identity(cfg.replace(learning_rate=3e-3), corpus, model) != run_id
-    assert run_identity(cfg, corpus, build_model("lstm_seq", cfg.replace(embed_size=16), corpus.vocab_size)) != run_id
+    assert run_identity(cfg, corpus, build_model("lstm_seq", cfg.replace(embed_size=16), corpus.vocab)) != run_id
     # one token changed in one training line: another fingerprint, whatever the description says
-    other = [list(s) for s in corpus.train.other]
-    other[0][0] = (other[0][0] + 1) % corpus.vocab_size
+    other = [list(s) for s in corpus.train.other]  # GPT-2 ids
+    other[0][0] = (other[0][0] + 1) % 50257
     changed = dataclasses.replace(corpus, train=MixedSequenceDataset([], other, 0.0, seed=cfg.seed))
     assert changed.description == corpus.description and data_fingerprint(changed) != data_fingerprint(corpus)
-    # the same model ids standing for other GPT-2 ids: another fingerprint too
+    # the same GPT-2 data with another vocabulary (the model's ids standing for other GPT-2 ids): another too
     shifted = dataclasses.replace(corpus, vocab=CorpusVocab([i + 1 for i in corpus.vocab.ids]))
     assert data_fingerprint(shifted) != data_fingerprint(corpus)
     for change in (dict(vocab="full"), dict(long_examples="truncate"), dict(bucket_by_length=False)):
@@ -143,7 +152,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes(short, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, corpus, "int")
     ckpt = load_checkpoint(tmp_path / "int" / "checkpoint.pt")
-    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (0, 4)
+    assert position(ckpt) == (0, 4)
     monkeypatch.setattr(loop, "next_token_loss", real)
     h = fit(cfg, corpus, "int")
     assert h.finished and h.step_loss == straight.step_loss
@@ -192,7 +201,7 @@ def test_interrupt_anywhere_resumes_to_the_same_losses(short, tmp_path, monkeypa
     monkeypatch.undo()
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     expected = (0, 3) if where == "after_optimizer_step" else (1, 0)
-    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == expected
+    assert position(ckpt) == expected
     assert len(ckpt["history"]["step_loss"]) == (3 if where == "after_optimizer_step" else 8)
     resumed = fit(cfg, corpus)
     assert resumed.step_loss == straight.step_loss  # no step applied twice, no epoch trained twice
@@ -218,11 +227,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(setup, tmp_path, mo
             saved.append((tmp_path / "run" / "checkpoint.pt").read_bytes())
 
     monkeypatch.setattr(loop, "next_token_loss", diverging)
-    with pytest.raises(ValueError, match=r"loss is nan at step 6 .*learning_rate 0.01 is probably too high.*lower"):
+    too_high = r"loss is nan at step 6: learning_rate 0.01 is probably too high, try 0.001"
+    with pytest.raises(loop.Diverged, match=too_high):
         fit(cfg, corpus, callbacks=[Snapshot()])
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == saved[-1]  # epoch 1's, untouched
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    assert (ckpt["epoch"], ckpt["history"]["finished"], len(ckpt["history"]["step_loss"])) == (1, False, 4)
+    assert (position(ckpt), ckpt["history"]["finished"], len(ckpt["history"]["step_loss"])) == ((1, 0), False, 4)
     json.loads((tmp_path / "run" / "history.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     monkeypatch.setattr(loop, "next_token_loss", real)
     h = fit(cfg, corpus)  # not "already trained": it continues with epoch 2
@@ -231,13 +241,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(setup, tmp_path, mo
 
 def test_train_step_skips_the_update_of_a_non_finite_loss(setup):
     cfg, corpus = setup
-    model = build_model("lstm_seq", cfg, corpus.vocab_size)
-    optimizer = loop.make_optimizer(model, 1e-2, torch.device("cpu"))
-    tokens = torch.tensor([[1, 2], [2, 3], [3, 4]])  # (T, B)
+    model = build_model("lstm_seq", cfg, corpus.vocab)
+    optimizer = loop.make_optimizer(model, 1e-2)
+    ids = corpus.vocab.ids
+    tokens = torch.tensor([[ids[1], ids[2]], [ids[2], ids[3]], [ids[3], ids[4]]])  # (T, B) GPT-2 ids
     with torch.no_grad():
-        model.head.bias[0] = float("inf")  # an infinite logit: inf - inf in the softmax, a NaN loss
+        model.model.head.bias[0] = float("inf")  # an infinite logit: inf - inf in the softmax, a NaN loss
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert math.isnan(loop.train_step(model, optimizer, tokens))
+    assert math.isnan(loop.train_step(model, optimizer, tokens, None, cfg))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -362,10 +373,19 @@ def test_unknown_model_name():
         build_model("gru", TrainConfig.quick(), 10)
 
 
-def test_compile_option_trains_and_keeps_plain_keys(setup, tmp_path):
-    cfg, corpus = setup
-    cfg = cfg.replace(output_dir=str(tmp_path), epochs=1, max_steps_per_epoch=2, compile=True)
-    h = fit(cfg, corpus, "compiled")  # compiles, or falls back to eager
-    assert h.finished and len(h.step_loss) == 2
-    ckpt = load_checkpoint(tmp_path / "compiled" / "checkpoint.pt")
-    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+# --- guards for the refactor: one loop for one process, the vocabulary at one boundary ---
+
+def test_the_loop_knows_nothing_of_processes_or_vocabularies():
+    import inspect
+    from pathlib import Path
+
+    import pico_helpers
+
+    for fn in (loop.train_step, loop.evaluate):
+        source = inspect.getsource(fn)
+        for word in ("DistributedDataParallel", "all_reduce", "shard", "dist."):
+            assert word not in source, f"{fn.__name__} mentions {word}: data parallelism belongs in runs/distributed.py"
+    package = Path(pico_helpers.__file__).parent
+    readers = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+               if 'getattr(model, "vocab"' in p.read_text(encoding="utf-8")]
+    assert readers == [], f"{readers} read model.vocab: ids are mapped in CorpusVocabModel only"

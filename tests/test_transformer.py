@@ -129,16 +129,16 @@ def test_kv_cache_greedy_matches_full_recompute_past_block_size(positional, prom
     model = make_model(positional)
     prompt = torch.randint(0, V, (prompt_len, 2), generator=torch.Generator().manual_seed(3))
 
-    # Greedy generation twice: with step() and with a full recompute of the cropped context.
+    # Greedy generation twice: with next_logits() and with a full recompute of the cropped context.
     ctx_cache, ctx_full = prompt.clone(), prompt.clone()
-    logits, state = model.step(prompt)
+    logits, state = model.next_logits(prompt)
     for _ in range(20):  # 20 new tokens with block_size 8: the window slides many times
         ref = full_recompute_logits(model, ctx_full)
         torch.testing.assert_close(logits, ref, atol=ATOL, rtol=RTOL)
         ctx_full = torch.cat([ctx_full, ref.argmax(-1, keepdim=True).t()])
         nxt = logits.argmax(-1, keepdim=True).t()  # (1, B)
         ctx_cache = torch.cat([ctx_cache, nxt])
-        logits, state = model.step(nxt, state)
+        logits, state = model.next_logits(nxt, state)
         assert isinstance(state, KVCache) and state.pos <= BLOCK and state.tokens.size(0) == state.pos
     assert torch.equal(ctx_cache, ctx_full)
     assert torch.equal(state.tokens, ctx_cache[-BLOCK:])
@@ -147,16 +147,16 @@ def test_kv_cache_greedy_matches_full_recompute_past_block_size(positional, prom
 @pytest.mark.parametrize("positional", POSITIONAL)
 @torch.no_grad()
 def test_kv_cache_several_new_tokens_at_once(positional):
-    # step() with T_new > 1 after a cache: once while the window still fits, once when it overflows.
+    # next_logits() with T_new > 1 after a cache: once while the window still fits, once when it overflows.
     model = make_model(positional)
     ids = torch.randint(0, V, (14, 2), generator=torch.Generator().manual_seed(4))
-    logits, state = model.step(ids[:2])
+    logits, state = model.next_logits(ids[:2])
     torch.testing.assert_close(logits, full_recompute_logits(model, ids[:2]), atol=ATOL, rtol=RTOL)
-    logits, state = model.step(ids[2:6], state)  # 2 cached + 4 new = 6 <= 8: incremental
+    logits, state = model.next_logits(ids[2:6], state)  # 2 cached + 4 new = 6 <= 8: incremental
     torch.testing.assert_close(logits, full_recompute_logits(model, ids[:6]), atol=ATOL, rtol=RTOL)
-    logits, state = model.step(ids[6:7], state)
+    logits, state = model.next_logits(ids[6:7], state)
     torch.testing.assert_close(logits, full_recompute_logits(model, ids[:7]), atol=ATOL, rtol=RTOL)
-    logits, state = model.step(ids[7:14], state)  # 7 + 7 = 14 > 8: crop and recompute
+    logits, state = model.next_logits(ids[7:14], state)  # 7 + 7 = 14 > 8: crop and recompute
     torch.testing.assert_close(logits, full_recompute_logits(model, ids[:14]), atol=ATOL, rtol=RTOL)
     assert torch.equal(state.tokens, ids[6:14])
 
@@ -167,8 +167,8 @@ def test_bfloat16_autocast_forward_and_cache(positional):
     ids = torch.randint(0, V, (6, 2), generator=torch.Generator().manual_seed(6))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(ids).float().sum().backward()
-        logits, state = model.step(ids[:4])
-        logits, state = model.step(ids[4:], state)
+        logits, state = model.next_logits(ids[:4])
+        logits, state = model.next_logits(ids[4:], state)
         ref = full_recompute_logits(model, ids)
     # bfloat16 keeps ~3 significant digits and the two paths round differently: a loose bound.
     torch.testing.assert_close(logits.float(), ref.float(), atol=0.1, rtol=0.05)
@@ -240,19 +240,19 @@ def test_learns_counting_sequences(positional, norm):
 
 @torch.no_grad()
 def test_kv_cache_branches_via_an_explicit_copy():
-    # step() updates the cache in place; two continuations from one state copy it first. Each branch must
+    # next_logits() updates the cache in place; two continuations from one state copy it first. Each branch must
     # see only its own keys and values, and the first must be intact after the second ran.
     model = make_model("learned")
     ids = torch.randint(0, V, (5, 2), generator=torch.Generator().manual_seed(7))
-    _, state = model.step(ids[:3])
+    _, state = model.next_logits(ids[:3])
     branch = state.copy()
     a, b = ids[3:4], ids[4:5]
-    logits_a, state_a = model.step(a, state)
-    logits_b, state_b = model.step(b, branch)
+    logits_a, state_a = model.next_logits(a, state)
+    logits_b, state_b = model.next_logits(b, branch)
     assert state_a is state and state_b is branch  # updated in place
     torch.testing.assert_close(logits_a, full_recompute_logits(model, torch.cat([ids[:3], a])), atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(logits_b, full_recompute_logits(model, torch.cat([ids[:3], b])), atol=ATOL, rtol=RTOL)
-    logits_a2, _ = model.step(b, state_a)  # the first branch is intact after the second one
+    logits_a2, _ = model.next_logits(b, state_a)  # the first branch is intact after the second one
     torch.testing.assert_close(logits_a2, full_recompute_logits(model, torch.cat([ids[:3], a, b])),
                                atol=ATOL, rtol=RTOL)
 

@@ -8,16 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from pico_helpers.analysis import attention_maps, embedding_table
-from pico_helpers.config import TrainConfig
-from pico_helpers.data import CorpusVocab, load_corpus
+from pico_helpers.config import MODEL_NAMES, TrainConfig
+from pico_helpers.data import CorpusVocab, CorpusVocabModel, load_corpus
 from pico_helpers.models import build_model
 from pico_helpers.sample import generate_text, generate_tokens
 from pico_helpers.training import evaluate, next_token_loss
 
 V_GPT2 = 50257
-# float64 model and logits: the fused loss and the reference below sum the same terms in another order, so they
-# agree to ~1e-13; 1e-9 leaves room and still catches a missing log(n_other) (~10.8) or any wrong share.
-TOL = 1e-9
+# float64 model and logits (the wrapper's charge and offset are float64 too): the fused loss and the reference
+# below sum the same terms in another order, so they agree to ~1e-13; a missing log(n_other) is ~10.8 per "other".
+TOL = 1e-9  # float64 throughout: summation order only
 
 
 @pytest.fixture(scope="module")
@@ -71,48 +71,49 @@ def test_full_logits_are_a_distribution_over_all_gpt2_ids(corpus):
 def test_loss_equals_the_full_vocabulary_cross_entropy(corpus, name):
     vocab = corpus.vocab
     cfg = TrainConfig.quick(embed_size=16, n_heads=2, n_blocks=1)
-    model = build_model(name, cfg, corpus.vocab_size, vocab).double()
+    model = build_model(name, cfg, vocab).double()  # a CorpusVocabModel: GPT-2 ids in, 50,257 logits out
     gpt2 = torch.tensor([vocab.ids[i % len(vocab.ids)] for i in range(24)]).view(8, 3)  # (T, B) modelled ids
     gpt2[3, 0], gpt2[5, 1], gpt2[7, 2] = 7454, 2402, 640  # " Once", " upon", " time": never in 3seqs -> "other"
     mask = torch.ones(8, 3, dtype=torch.bool)
     mask[6:, 1] = False  # padding at the end of one sequence
     tokens = vocab.to_model(gpt2)
     assert int((tokens[1:] == vocab.other_id).sum()) == 3, "the test covers targets in the 'other' class"
-    fused = next_token_loss(model, tokens, mask, vocab=vocab).detach()
-    with torch.no_grad():
-        reference = full_vocab_loss(vocab.full_logits(model(tokens)), gpt2, mask)
+    fused = next_token_loss(model, gpt2, mask).detach()
+    with torch.no_grad():  # the reference maps with CorpusVocab's plain functions (float64 offsets), not the wrapper
+        reference = full_vocab_loss(vocab.full_logits(model.model(tokens)), gpt2, mask)
     assert abs(fused.item() - reference.item()) < TOL, (fused.item(), reference.item())
-    plain = next_token_loss(model, tokens, mask).detach()  # without the correction: the n_other ids' shares are missing
-    assert fused.item() - plain.item() == pytest.approx(3 / 19 * vocab.other_correction, rel=1e-9)  # 19 real targets
+    plain = next_token_loss(model.model, tokens, mask).detach()  # the raw model: the n_other ids' shares are missing
+    # 19 real targets, 3 of them "other": the charge, in float64
+    assert fused.item() - plain.item() == pytest.approx(3 / 19 * vocab.other_correction, rel=1e-9)
 
 
 def test_validation_tokens_unseen_in_training_are_scored(corpus):
     vocab = corpus.vocab
-    train_ids = {t for s in corpus.train.other for t in s}
-    assert vocab.other_id not in train_ids  # training examples only use modelled ids
-    n_unseen = sum(s.count(vocab.other_id) for s in corpus.val.other)
+    train_ids = {t for s in corpus.train.other for t in s}  # GPT-2 ids
+    assert train_ids <= set(vocab.ids)  # every id training uses has its own row
+    n_unseen = sum(vocab.to_model(s).count(vocab.other_id) for s in corpus.val.other)
     assert f"({n_unseen:,} validation tokens unseen in training)" in corpus.description
-    fake_val = [vocab.to_model(corpus.enc.encode_ordinary("1 2 3 dragon 4 5"))]  # " dragon" is not in 3seqs
-    assert vocab.other_id in fake_val[0]
-    model = build_model("lstm_seq", TrainConfig.quick(embed_size=16), corpus.vocab_size, vocab)
-    loss = evaluate(model, fake_val, batch_size=1)
-    gpt2 = torch.tensor(corpus.enc.encode_ordinary("1 2 3 dragon 4 5"))[:, None]
+    fake_val = [corpus.enc.encode_ordinary("1 2 3 dragon 4 5")]  # " dragon" is not in 3seqs
+    assert vocab.other_id in vocab.to_model(fake_val[0])
+    model = build_model("lstm_seq", TrainConfig.quick(embed_size=16), vocab)
+    loss = evaluate(model, fake_val, TrainConfig.quick(batch_size=1))
+    gpt2 = torch.tensor(fake_val[0])[:, None]
     with torch.no_grad():
-        reference = full_vocab_loss(vocab.full_logits(model(vocab.to_model(gpt2))).double(), gpt2,
+        reference = full_vocab_loss(vocab.full_logits(model.model(vocab.to_model(gpt2))).double(), gpt2,
                                     torch.ones_like(gpt2, dtype=torch.bool))
     assert loss == pytest.approx(float(reference), rel=1e-5)  # float32 model: 1e-5 relative
 
 
 def test_generation_speaks_gpt2_ids(corpus):
     vocab = corpus.vocab
-    model = build_model("lstm_seq", TrainConfig.quick(embed_size=16), corpus.vocab_size, vocab)
+    model = build_model("lstm_seq", TrainConfig.quick(embed_size=16), vocab)
     prompt = corpus.enc.encode_ordinary("0 1 2 3 4")
     for top_p in (None, 1.0):
         new = generate_tokens(model, prompt, 30, top_p=top_p, seed=1)
         assert len(new) == 30 and all(0 <= i < V_GPT2 for i in new)
         assert new == generate_tokens(model, prompt, 30, top_p=top_p, seed=1, use_cache=False)
     with torch.no_grad():  # the "other" logit raised far above the rest: the draws spread over the unmodelled ids
-        model.head.bias[vocab.other_id] = 50.0
+        model.model.head.bias[vocab.other_id] = 50.0
     drawn = generate_tokens(model, prompt, 20, top_p=1.0, seed=0)
     assert all(i not in vocab.ids for i in drawn) and len(set(drawn)) > 10  # spread over the n_other ids
     text, _ = generate_text(model, corpus.enc, "0 1 2 3 4", max_new_tokens=5, top_p=1.0, seed=0)
@@ -121,14 +122,80 @@ def test_generation_speaks_gpt2_ids(corpus):
 
 def test_inspection_reads_gpt2_ids(corpus):
     vocab = corpus.vocab
-    model = build_model("kvcache_transformer", TrainConfig.quick(embed_size=16, n_heads=2, n_blocks=1),
-                        corpus.vocab_size, vocab)
+    model = build_model("kvcache_transformer", TrainConfig.quick(embed_size=16, n_heads=2, n_blocks=1), vocab)
     table = embedding_table(model)  # (50257, D): a row per GPT-2 id
     assert table.shape == (V_GPT2, 16)
-    torch.testing.assert_close(table[vocab.ids], model.embedding_table()[:-1].detach())  # model row i = ids[i]
+    torch.testing.assert_close(table[vocab.ids], model.model.embedding_table()[:-1].detach())  # model row i = ids[i]
     assert not table[7454].any()  # " Once" is not in 3seqs: a zero row
     attn, tokens = attention_maps(model, corpus.enc, "0 1 2 dragon")  # " dragon" is read as "other"
     assert tokens == ["0", " 1", " 2", " dragon"] and attn.shape[-2:] == (4, 4)
+
+
+# --- CorpusVocabModel: the one place ids are mapped ---
+
+def _batch_with_unseen_targets(vocab):
+    """(8, 3) GPT-2 ids cycling through the modelled ones, with 3 targets training never saw, and a (8, 3) mask."""
+    gpt2 = torch.tensor([vocab.ids[(7 * i) % len(vocab.ids)] for i in range(24)]).view(8, 3)
+    gpt2[2, 0], gpt2[4, 2], gpt2[6, 1] = 7454, 2402, 640  # " Once", " upon", " time": not in 3seqs
+    mask = torch.ones(8, 3, dtype=torch.bool)
+    mask[7:, 2] = False  # padding at the end of one sequence
+    return gpt2, mask
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_corpus_vocab_model_forward_is_the_raw_model_mapped(corpus, name):
+    vocab = corpus.vocab
+    cfg = TrainConfig.quick(embed_size=16, n_heads=2, n_blocks=1, kgram_k=2)
+    model = build_model(name, cfg, vocab)
+    raw = model.model
+    assert isinstance(model, CorpusVocabModel) and model.vocab is vocab and model.vocab_size == V_GPT2
+    assert not hasattr(raw, "vocab")  # nothing patches the raw model: the wrapper alone knows the vocabulary
+    gpt2, _ = _batch_with_unseen_targets(vocab)
+    model.eval()
+    with torch.no_grad():
+        logits = model(gpt2)  # (T, B, 50257)
+        # the same float32 arithmetic on the same values, so equal bit for bit
+        assert torch.equal(logits, vocab.full_logits(raw(vocab.to_model(gpt2))))
+        total = torch.softmax(logits.double(), dim=-1).sum(-1)  # a distribution over all 50,257 GPT-2 ids
+        torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=1e-12)
+        # next_logits, fed the whole context at once or the prompt then one id at a time, gives forward's last row
+        last, _ = model.next_logits(gpt2, None)
+        torch.testing.assert_close(last, logits[-1], rtol=1e-5, atol=1e-5)  # another order of float32 sums
+        first, state = model.next_logits(gpt2[:5], None)
+        torch.testing.assert_close(first, logits[4], rtol=1e-5, atol=1e-5)
+        for t in range(5, 8):
+            step, state = model.next_logits(gpt2[t:t + 1], state)
+        torch.testing.assert_close(step, logits[-1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_corpus_vocab_model_loss_is_the_full_vocabulary_cross_entropy(corpus, name):
+    vocab = corpus.vocab
+    cfg = TrainConfig.quick(embed_size=16, n_heads=2, n_blocks=1, kgram_k=2)
+    model = build_model(name, cfg, vocab).double()
+    gpt2, mask = _batch_with_unseen_targets(vocab)
+    assert int((vocab.to_model(gpt2)[1:][mask[1:]] == vocab.other_id).sum()) == 3, "targets training never saw"
+    fused = model.next_token_loss(gpt2, mask, 5)  # the inner fused loss (chunks of 5 rows) + the "other" charge
+    assert fused.item() == next_token_loss(model, gpt2, mask, 5).item()  # the loss training uses is the model's
+    with torch.no_grad():
+        logits = model(gpt2)  # (T, B, 50257) float64
+    per_target = F.cross_entropy(logits[:-1].reshape(-1, V_GPT2), gpt2[1:].reshape(-1), reduction="none")
+    reference = per_target[mask[1:].reshape(-1)].mean()
+    assert abs(fused.item() - reference.item()) < TOL, (fused.item(), reference.item())
+
+
+def test_corpus_vocab_model_embedding_table(corpus):
+    vocab = corpus.vocab
+    model = build_model("kvcache_transformer", TrainConfig.quick(embed_size=16, n_heads=2, n_blocks=1), vocab)
+    table = model.embedding_table()
+    raw = model.model.embedding_table()  # (n_vocab, 16)
+    assert table.shape == (V_GPT2, 16)
+    known = torch.zeros(V_GPT2, dtype=torch.bool)
+    known[vocab.ids] = True  # the ids training used
+    assert torch.equal(model.known, known)
+    assert (table[~known] == 0).all() and (table[known] != 0).any(dim=-1).all()  # zero rows exactly where unknown
+    assert torch.equal(table[vocab.ids], raw[:-1])  # GPT-2 id ids[i] is model row i
+    assert not hasattr(model.model, "vocab") and corpus.wrap(model.model).model is model.model
 
 
 def test_full_vocabulary_still_works():

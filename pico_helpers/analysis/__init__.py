@@ -1,14 +1,27 @@
-"""Looking inside trained models: loss plots, embedding neighbours and clusters, attention maps, widgets."""
+"""Looking inside trained models: loss plots, the loss at each position, embedding neighbours and clusters,
+attention maps, sparse autoencoders and their feature browser, widgets."""
 from __future__ import annotations
 
 from pico_helpers.analysis.attention import attention_maps
+from pico_helpers.analysis.feature_browser import FeatureBrowser, FeatureIndex, feature_browser
 from pico_helpers.analysis.embeddings import (annotate_tokens, describe_neighbours, embedding_table, kmeans,
                                               nearest_neighbours, nearest_to_vector, number_words, pca_2d)
 from pico_helpers.analysis.figures import plot_attention, plot_embedding_scatter, token_structure_plot
-from pico_helpers.analysis.plots import LiveLossPlot, plot_histories, plot_history
+from pico_helpers.analysis.plots import LiveLossPlot, label_axes, plot_histories, plot_history
+from pico_helpers.analysis.positions import position_losses, sequence_losses
+from pico_helpers.analysis.sae import (SparseAutoencoder, collect_activations, feature_purity, loss_recovered,
+                                       sae_metrics, top_activations, train_sae)
+from pico_helpers.analysis.sae_runs import SAEConfig, SAERun, load_sae, saved_sae, trained_sae
+from pico_helpers.analysis.sae_stories import (StoryActivations, annotate_features, held_out_loss_recovered,
+                                               sae_features, story_activations)
 from pico_helpers.analysis.widgets import AttentionViewer, EmbeddingInspector, attention_viewer, embedding_inspector
 
-__all__ = ["LiveLossPlot", "plot_histories", "plot_history", "annotate_tokens", "attention_maps", "attention_viewer",
+__all__ = ["LiveLossPlot", "label_axes", "plot_histories", "plot_history", "annotate_tokens", "attention_maps", "attention_viewer",
            "describe_neighbours", "embedding_inspector", "embedding_table", "kmeans", "nearest_neighbours",
            "nearest_to_vector", "number_words", "pca_2d", "plot_attention", "plot_embedding_scatter",
-           "token_structure_plot", "AttentionViewer", "EmbeddingInspector"]
+           "token_structure_plot", "AttentionViewer", "EmbeddingInspector", "position_losses", "sequence_losses",
+           # sparse autoencoders (07_monosemanticity)
+           "SparseAutoencoder", "collect_activations", "feature_purity", "loss_recovered", "sae_metrics",
+           "top_activations", "train_sae", "SAEConfig", "SAERun", "StoryActivations", "annotate_features",
+           "held_out_loss_recovered", "load_sae", "sae_features", "saved_sae", "story_activations", "trained_sae",
+           "FeatureBrowser", "FeatureIndex", "feature_browser"]

@@ -18,8 +18,7 @@ def attention_maps(model, enc, prompt: str) -> tuple[torch.Tensor, list[str]]:
     block = getattr(model, "block_size", None)
     if block is not None and len(ids) > block:
         raise ValueError(f"the prompt is {len(ids)} tokens but the model's block_size is {block}; shorten it")
-    vocab = getattr(model, "vocab", None)  # a corpus vocabulary: the model reads its ids, the labels stay GPT-2's
-    idx = torch.tensor(vocab.to_model(ids) if vocab else ids, device=next(model.parameters()).device)[:, None]  # (T, 1)
+    idx = torch.tensor(ids, device=next(model.parameters()).device)[:, None]  # (T, 1)
     was_training = model.training
     model.eval()
     try:

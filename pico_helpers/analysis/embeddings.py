@@ -5,7 +5,7 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["embedding_table", "nearest_neighbours", "nearest_to_vector", "annotate_tokens", "describe_neighbours",
+__all__ = ["embedding_table", "has_row", "nearest_neighbours", "nearest_to_vector", "annotate_tokens", "describe_neighbours",
            "number_words", "kmeans", "pca_2d"]
 
 
@@ -34,6 +34,12 @@ def _check_id(table: torch.Tensor, token_id) -> int:
     return token_id
 
 
+def has_row(table: torch.Tensor) -> torch.Tensor:
+    """(V,) bool: the ids with a row of their own. A corpus-vocabulary model's table (``embedding_table``) has zero
+    rows for the ids its training data never held; they all share the "other" class, so they have no vector."""
+    return table.detach().abs().sum(dim=-1) > 0
+
+
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit length (N, D); an all-zero row stays zero (cosine 0 with everything)."""
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -42,14 +48,10 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 # --- neighbours ---
 
 def embedding_table(model) -> torch.Tensor:
-    """``model.embedding_table()`` (vocab, dim) as detached float32; a corpus-vocab model gets one row per GPT-2 id.
-    Ids the model does not model get a zero row (cosine 0 with everything)."""
+    """``model.embedding_table()`` (vocab, dim) as detached float32. A corpus-vocabulary model gives one row per
+    GPT-2 id, zeros for the ids it has no row of (cosine 0 with everything; its ``known`` says which)."""
     table = model.embedding_table()
     _check_table(table)
-    vocab = getattr(model, "vocab", None)
-    if vocab is not None:
-        table = torch.zeros(vocab.base_size, table.shape[1], device=table.device).index_copy_(
-            0, torch.tensor(vocab.ids, device=table.device), table[:len(vocab.ids)].detach().float())
     return table.detach().float()
 
 
@@ -67,6 +69,7 @@ def nearest_to_vector(table: torch.Tensor, vector: torch.Tensor, k: int = 10,
                          f"tokens, {len(excluded)} excluded), got {k!r}")
     scores = _unit_rows(table.float()) @ _unit_rows(vector.float()[None].to(table.device))[0]  # (V,)
     scores[excluded] = float("-inf")
+    scores[~has_row(table)] = float("-inf")  # ids without a row (never in the training data) are nobody's neighbour
     values, ids = torch.sort(scores, descending=True, stable=True)  # equal scores: ascending id
     return ids[:k], values[:k]
 
@@ -104,6 +107,11 @@ def describe_neighbours(table: torch.Tensor, enc, query: str, k: int = 8) -> dic
         token_id, pieces = _check_id(table, ids[0]), [_token(enc, i) for i in ids]
         note = (f"{query!r} is {len(pieces)} tokens {pieces!r}; using the first, {pieces[0]!r} (id {token_id})"
                 if len(pieces) > 1 else f"{query!r} is token id {token_id}")
+    if not has_row(table[token_id:token_id + 1])[0]:
+        raise ValueError(f"{_token(enc, token_id)!r} (id {token_id}) has no embedding row: the model never saw this "
+                         "token in training, so its corpus vocabulary folds it into the shared 'other' class and there "
+                         "are no neighbours to show. Try a token from its training data (e.g. ' the').")
+    k = min(k, int(has_row(table).sum()) - 1)  # a small vocabulary has fewer neighbours than asked for
     ids, scores = (x.tolist() for x in nearest_neighbours(table, token_id, k))
     tokens = [_token(enc, i) for i in ids]
     rows = [f"{r:>4}  {i:>6}  {s:>7.4f}  {t!r}" for r, (i, s, t) in enumerate(zip(ids, scores, tokens), start=1)]

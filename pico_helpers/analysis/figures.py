@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from pico_helpers.analysis.embeddings import _check_id, _token, pca_2d
+from pico_helpers.analysis.embeddings import _check_id, _token, has_row, pca_2d
 from pico_helpers.analysis.plots import new_axes
 
 __all__ = ["plot_embedding_scatter", "token_structure_plot", "plot_attention"]
@@ -58,6 +58,15 @@ def token_structure_plot(table: torch.Tensor, enc, words: Sequence[str], ax=None
         ids.append(_check_id(table, toks[0]))
     if split:
         warnings.warn(f"{len(split)} word(s) are several tokens, shown by their first token: {split[:5]!r}", stacklevel=2)
+    rows = has_row(table)
+    missing = [w for w, i in zip(words, ids) if not rows[i]]
+    if len(words) - len(missing) < 2:
+        raise ValueError(f"{len(missing)} of the {len(words)} tokens have no embedding row (the model never saw them "
+                         "in training; its corpus vocabulary folds them into 'other'): choose tokens from its data")
+    if missing:
+        warnings.warn(f"{len(missing)} of {len(words)} tokens have no embedding row (never in the model's training "
+                      f"data, so they share the 'other' class) and are left out: {missing[:5]!r}", stacklevel=2)
+        words, ids = [w for w, i in zip(words, ids) if rows[i]], [i for i in ids if rows[i]]
     ax = new_axes(ax, (7, 5.5))
     x, y = pca_2d(table[ids].cpu()).T.tolist()  # N coordinates each
     ax.plot(x, y, color="0.75", lw=0.8, zorder=1)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-__all__ = ["plot_history", "plot_histories", "loss_figure", "loss_title", "LiveLossPlot", "in_notebook", "new_axes",
-           "bare_figure", "png_image", "running_mean"]
+__all__ = ["plot_history", "plot_histories", "loss_figure", "loss_title", "label_axes", "LiveLossPlot", "LIVE_MARK",
+           "in_notebook",
+           "new_axes", "bare_figure", "png_image", "running_mean"]
 
 LOSS_LABEL = "loss (cross-entropy, nats per token)"
+LIVE_MARK = "pico_live"  # output metadata of the live training plot: the export leaves it out of cells with a figure
 MODEL_WORDS = {"transformer": "Transformer", "lstm": "LSTM", "kgram": "K-gram MLP"}  # class or run name -> words
 
 
@@ -70,6 +72,19 @@ def loss_title(history, model=None) -> str:
     weight, files = history.config.get("tinystories_weight", 0.0), history.config.get("input_files", [])
     data = ["TinyStories"] * (weight > 0) + [Path(f).stem for f in files if weight < 1]
     return f"{who} on {' + '.join(data) or 'its data'}: training and validation loss"
+
+
+def label_axes(ax, xlabel: str, ylabel: str, title: str, log_y: bool = False):
+    """The finishing lines of a notebook figure: axis labels (say the units), a title, a light grid, the legend, and
+    a log y-axis where the values span decades (losses). Returns the Axes."""
+    if log_y:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return ax
 
 
 def _finish_axes(ax, title: str, ylabel: str = LOSS_LABEL):
@@ -135,19 +150,31 @@ def loss_figure(history, title: str | None = None):
 
 
 class LiveLossPlot:
-    """A loss figure shown once in a Jupyter cell, then redrawn in place; ``live`` defaults to inside Jupyter."""
+    """A loss figure shown in a Jupyter cell while a run trains, redrawn in place; ``live`` defaults to inside
+    Jupyter. The runs of one cell share one figure (the run in progress). ``finish`` empties it when training is
+    done: it is a progress display, and the cell's own figures are the record (the export leaves it out)."""
+
+    _cell = {"count": None, "handle": None}  # the display of the cell running now (IPython's execution count)
 
     def __init__(self, live: bool | None = None, title: str | None = None):
-        self.live, self.title, self._handle = in_notebook() if live is None else live, title, None
+        self.live, self.title = in_notebook() if live is None else live, title
 
     def update(self, history) -> None:
-        """Redraw with the latest history (cheap enough for a dozen times a run)."""
+        """Redraw with the latest history (about 0.1 s: fine every few seconds)."""
         if not self.live:
             return
+        from IPython import get_ipython
         from IPython.display import display
 
         image = png_image(loss_figure(history, self.title), dpi=100)
-        if self._handle is None:
-            self._handle = display(image, display_id=True)
+        count, shared = getattr(get_ipython(), "execution_count", None), LiveLossPlot._cell
+        if shared["handle"] is None or shared["count"] != count:
+            shared.update(count=count, handle=display(image, display_id=True, metadata={LIVE_MARK: True}))
         else:
-            self._handle.update(image)
+            shared["handle"].update(image, metadata={LIVE_MARK: True})
+
+    def finish(self) -> None:
+        """Empty the cell's live figure (its run has finished)."""
+        handle = LiveLossPlot._cell["handle"]
+        if self.live and handle is not None:
+            handle.update({"text/plain": ""}, raw=True, metadata={LIVE_MARK: True})

@@ -56,12 +56,12 @@ class EmbeddingInspector(_View):
             raise ValueError("give at least one model, e.g. {'LSTM': lstm_model}")
         self.models, self.enc = dict(models), enc
         self.model = widgets.Dropdown(options=list(self.models), description="model")
-        self.word = widgets.Text(value=default_word, description="word or id", continuous_update=False,
-                                 placeholder="' the' (leading space matters) or 262")
+        self.word = widgets.Text(value=default_word, description="word or id", continuous_update=True,
+                                 placeholder="' the' (leading space matters) or 262")  # updates as you type
         self.k = widgets.IntSlider(value=k, min=1, max=50, description="k")
         self.preset = widgets.Dropdown(options=list(STRUCTURE_PRESETS), description="tokens")
         self.custom = widgets.Text(value=" Monday| Tuesday| Wednesday| Thursday| Friday", description="custom",
-                                   continuous_update=False)
+                                   continuous_update=False, placeholder="tokens separated by |, then Enter")
         self.structure = _View()  # the second tab's output area
         tabs = widgets.Tab(children=[widgets.VBox([widgets.HBox([self.word, self.k]), self.out]),
                                      widgets.VBox([widgets.HBox([self.preset, self.custom]), self.structure.out])],
@@ -80,8 +80,8 @@ class EmbeddingInspector(_View):
         table = embedding_table(self.models[self.model.value]).cpu()  # (V, D)
         try:
             info = describe_neighbours(table, self.enc, self.word.value, self.k.value)
-        except ValueError as err:
-            return self._show(f"{err}")
+        except ValueError as err:  # e.g. a token the model never saw: one line, naming the model
+            return self._show(f"{self.model.value}: {err}")
         fig, ax = bare_figure((6.5, 5))
         ids = [info["token_id"]] + info["ids"]
         labels = [_token(self.enc, info["token_id"])] + info["tokens"]
@@ -99,8 +99,8 @@ class EmbeddingInspector(_View):
                 token_structure_plot(embedding_table(self.models[self.model.value]).cpu(), self.enc, words, ax=ax,
                                      title=f"{self.model.value}: {len(words)} tokens in order")
         except ValueError as err:
-            return self.structure._show(f"{err}")
-        self.structure._show("\n".join(str(w.message) for w in caught), fig)
+            return self.structure._show(f"{self.model.value}: {err}")
+        self.structure._show("\n".join(f"{self.model.value}: {w.message}" for w in caught), fig)
 
 
 def embedding_inspector(models: dict, enc, default_word: str = " the", k: int = 8):

@@ -131,8 +131,9 @@ def padding_fraction(dataset, batch_size: int, bucket: bool, seed: int = 0) -> f
 
 @dataclass
 class Corpus:
-    """Train and validation datasets for a run, with the tokenizer (GPT-2's: text <-> GPT-2 ids) and a description.
-    ``vocab``: the CorpusVocab the sequences' ids are in, or None for GPT-2 ids; ``vocab_size``: the model's outputs."""
+    """Train and validation datasets for a run (GPT-2 ids), the tokenizer (text <-> GPT-2 ids) and a description.
+    ``vocab``: the CorpusVocab of the training split (its models predict ``vocab_size`` = vocab.n_vocab ids), or None:
+    models over all of GPT-2's ids."""
 
     train: MixedSequenceDataset
     val: "HeldOutSet | None"
@@ -141,6 +142,12 @@ class Corpus:
     description: str
     sources: dict = field(default_factory=dict)
     vocab: "CorpusVocab | None" = None
+
+    def wrap(self, model):
+        """``model`` (built with ``vocab_size`` outputs) as the outside sees it: GPT-2 ids in, GPT-2 logits out."""
+        from pico_helpers.data.vocab import CorpusVocabModel
+
+        return model if self.vocab is None else CorpusVocabModel(model, self.vocab)
 
 
 def _load_tokens(kind: str, key: str, n: int | None, enc):
@@ -167,6 +174,25 @@ def _examples(seqs: list, block_size: int, long_examples: str) -> list:
     if long_examples == "truncate":
         return [s[:block_size] for s in seqs]
     return [s[i:i + block_size] for s in seqs for i in range(0, max(len(s) - 1, 1), block_size - 1)]
+
+
+def _describe(config, parts: list, whole: list, train, val, splits, vocab, enc) -> str:
+    """One line on a corpus: its sources, sizes, padding, leaks between the splits and its vocabulary."""
+    n_tokens = sum(map(len, whole))
+    kept = sum(min(len(s), config.block_size) for s in whole) / max(n_tokens, 1)
+    pad = [padding_fraction(train, config.batch_size, b, config.seed) for b in (False, config.bucket_by_length)]
+    leaks = [overlap(*pair) for pair in splits]
+    unseen = sum(vocab.to_model(s).count(vocab.other_id) for s in val) if vocab and val else 0  # never trained on
+    return (" + ".join(parts) + f", tinystories_weight {config.tinystories_weight}, block_size "
+            f"{config.block_size}, {n_tokens:,} tokens ("
+            + ("longer examples in windows: every token used" if config.long_examples == "windows"
+               else f"examples truncated: {kept:.0%} of the tokens used")
+            + f"), {len(train):,} train / {len(val) if val else 0:,} val sequences, padding {pad[0]:.0%}"
+            + (f" -> {pad[1]:.0%} (bucketed by length)" if config.bucket_by_length else "")
+            + "".join(f", {n:,} validation {what} also in training" for n, what, pair
+                      in zip(leaks, ("stories", "lines"), splits) if pair[1])
+            + (f", corpus vocabulary of {len(vocab.ids):,} ids + other ({unseen:,} validation tokens unseen "
+               "in training)" if vocab else f", full vocabulary of {enc.n_vocab:,} ids"))
 
 
 def load_corpus(config, enc=None) -> Corpus:
@@ -205,30 +231,13 @@ def load_corpus(config, enc=None) -> Corpus:
     splits = [split_train_val(seqs, config.test_fraction, config.seed) for seqs in (tiny_seqs, files_seqs)]
     if valid_seqs is not None:
         splits[0] = (tiny_seqs, valid_seqs)
-    leaks = [overlap(*pair) for pair in splits]
     # The vocabulary of the whole training lines and stories, so no block_size or truncation changes it.
     vocab = CorpusVocab.from_sequences(splits[0][0] + splits[1][0], enc.n_vocab) if config.vocab == "corpus" else None
     cut = functools.partial(_examples, block_size=config.block_size, long_examples=config.long_examples)
     (tiny_train, tiny_val), (file_train, file_val) = [map(cut, pair) for pair in splits]
-    if vocab is not None:  # validation ids unseen in training become "other", and are scored
-        tiny_train, tiny_val, file_train, file_val = (
-            [vocab.to_model(s) for s in lst] for lst in (tiny_train, tiny_val, file_train, file_val))
     train = MixedSequenceDataset(tiny_train, file_train, config.tinystories_weight, seed=config.seed)
     val = HeldOutSet(tiny_val, file_val) if (tiny_val or file_val) else None
-    n_tokens = sum(map(len, tiny_seqs + files_seqs))
-    kept = sum(min(len(s), config.block_size) for s in tiny_seqs + files_seqs) / max(n_tokens, 1)
-    pad = [padding_fraction(train, config.batch_size, b, config.seed) for b in (False, config.bucket_by_length)]
-    unseen = sum(s.count(vocab.other_id) for s in tiny_val + file_val) if vocab else 0  # ids training never saw
-    description = (" + ".join(parts) + f", tinystories_weight {config.tinystories_weight}, block_size "
-                   f"{config.block_size}, {n_tokens:,} tokens ("
-                   + ("longer examples in windows: every token used" if config.long_examples == "windows"
-                      else f"examples truncated: {kept:.0%} of the tokens used")
-                   + f"), {len(train):,} train / {len(val) if val else 0:,} val sequences, padding {pad[0]:.0%}"
-                   + (f" -> {pad[1]:.0%} (bucketed by length)" if config.bucket_by_length else "")
-                   + "".join(f", {n:,} validation {what} also in training" for n, what, pair
-                             in zip(leaks, ("stories", "lines"), splits) if pair[1])
-                   + (f", corpus vocabulary of {len(vocab.ids):,} ids + other ({unseen:,} validation tokens unseen "
-                      "in training)" if vocab else f", full vocabulary of {enc.n_vocab:,} ids"))
+    description = _describe(config, parts, tiny_seqs + files_seqs, train, val, splits, vocab, enc)
     return Corpus(train=train, val=val, enc=enc, vocab_size=vocab.n_vocab if vocab else enc.n_vocab,
                   description=description, sources={"tinystories": len(tiny_seqs), "files": len(files_seqs)},
                   vocab=vocab)

@@ -111,7 +111,9 @@ def _stories_from_hub(n_stories: int, split: str) -> list[str]:
     """Stream the first ``n_stories`` stories of the hub's split (never downloads the whole split)."""
     hint = (f"TinyStories could not be read from the HuggingFace hub ({TINYSTORIES_HUB}). Offline, point at a local "
             f"raw file instead: export {TINYSTORIES_ENV}=/path/to/TinyStories-train.txt (stories separated by "
-            f"{EOT_TEXT} lines), or pass tinystories_path=..., or train on local files only with tinystories_weight=0.")
+            f"{EOT_TEXT} lines), e.g. the repository's 600-story sample input_files/tinystories_sample.txt; or pass "
+            "--tinystories_path FILE (TrainConfig(tinystories_path=...)), or train on local files only with "
+            "--tinystories_weight 0 --input_files input_files/3seqs.txt.")
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
         raise RuntimeError(hint + " (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set.)")
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"

@@ -1,16 +1,18 @@
 """A corpus vocabulary: the GPT-2 ids the training split uses, plus one "other" class shared by all the rest.
 
 "other" spreads its probability evenly over the n_other ids not modelled (log p(u) = log p(other) - log(n_other)),
-so the loss stays a full-vocabulary cross-entropy. Only an id mapping; used by load_corpus."""
+so the loss stays a full-vocabulary cross-entropy. CorpusVocabModel wraps a model trained on these ids so that
+everything outside it speaks GPT-2 ids. Used by load_corpus and build_model (01_embeddings.ipynb on)."""
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn as nn
 
 from pico_helpers.data.tokenizer import VOCAB_SIZE
 
-__all__ = ["CorpusVocab"]
+__all__ = ["CorpusVocab", "CorpusVocabModel"]
 
 
 class CorpusVocab:
@@ -54,3 +56,54 @@ class CorpusVocab:
         """(..., n_vocab) logits -> (..., base_size) log-probabilities up to a constant: a modelled id's own logit,
         any other id ``logits[..., other_id] - log(n_other)``; so their softmax sums to 1 over all base_size ids."""
         return logits[..., self.index.to(logits.device)] + self.offset.to(logits.device, logits.dtype)
+
+
+# --- the one place ids are mapped ---
+
+class CorpusVocabModel(nn.Module):
+    """A model trained on a corpus vocabulary, seen from outside in GPT-2 ids: every id mapping happens here.
+
+    Inside, ``model`` reads and predicts model ids (``vocab.n_vocab`` of them, "other" last). Outside, the wrapper
+    follows the course contract over all of GPT-2's ids: ``forward`` (T, B) GPT-2 ids -> (T, B, 50,257) logits, in
+    which an id the model never saw gets "other"'s logit minus log(n_other), so the softmax is a distribution over
+    every GPT-2 id. Generation, evaluation, attention maps and the inspector never see a model id.
+    Built by ``build_model(name, config, corpus.vocab)`` or ``corpus.wrap(model)``."""
+
+    def __init__(self, model: nn.Module, vocab: CorpusVocab):
+        super().__init__()
+        self.model, self.vocab, self.vocab_size = model, vocab, vocab.base_size
+        self.block_size = getattr(model, "block_size", None)  # None: no context limit (LSTM, K-gram)
+        self.register_buffer("index", vocab.index, persistent=False)  # (base_size,) GPT-2 id -> model id
+        self.register_buffer("offset", vocab.offset, persistent=False)  # (base_size,) float64: 0 or -log(n_other)
+        self.register_buffer("known", vocab.index != vocab.other_id, persistent=False)  # (base_size,) has its own row
+
+    def full_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """(..., n_vocab) model logits -> (..., base_size) logits over every GPT-2 id (``CorpusVocab.full_logits``)."""
+        return logits[..., self.index] + self.offset.to(logits.dtype)
+
+    def forward(self, idx: torch.Tensor, **kwargs):
+        """(T, B) GPT-2 ids -> (T, B, base_size) logits. Other outputs of the model (attention weights) pass through."""
+        out = self.model(self.index[idx], **kwargs)
+        return (self.full_logits(out[0]), *out[1:]) if isinstance(out, tuple) else self.full_logits(out)
+
+    def next_logits(self, idx_new: torch.Tensor, state=None):
+        """The model's ``next_logits`` in GPT-2 ids: (T_new, B) ids after ``state`` -> ((B, base_size), state)."""
+        logits, state = self.model.next_logits(self.index[idx_new], state)
+        return self.full_logits(logits), state
+
+    def next_token_loss(self, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None,
+                        chunk_size: int | None = None) -> torch.Tensor:
+        """The loss over all GPT-2 ids: the inner model's (fused) loss on model ids, plus log(n_other) for each
+        target in "other", whose probability its n_other ids share (log p(u) = log p(other) - log(n_other))."""
+        from pico_helpers.training.losses import next_token_loss  # training imports data, not the other way round
+
+        ids = self.index[tokens]  # (T, B) model ids
+        targets = ids[1:] if pad_mask is None else ids[1:][pad_mask[1:]]  # the real targets
+        loss = next_token_loss(self.model, ids, pad_mask, chunk_size)
+        n_other = (targets == self.vocab.other_id).sum().to(loss.dtype)
+        return loss + n_other * self.vocab.other_correction / max(targets.numel(), 1)
+
+    def embedding_table(self) -> torch.Tensor:
+        """(base_size, d) one row per GPT-2 id: the model's row, or zeros for an id without one (see ``known``)."""
+        table = self.model.embedding_table()  # (n_vocab, d)
+        return table[self.index] * self.known[:, None].to(table.dtype)

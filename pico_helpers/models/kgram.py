@@ -72,7 +72,7 @@ class KGramMLPSeqModel(nn.Module):
         """(T, B) ids -> (T, B, vocab) logits."""
         return self.head(self.hidden(idx))
 
-    def step(self, idx_new: torch.Tensor, state=None):
+    def next_logits(self, idx_new: torch.Tensor, state=None):
         """Feed (T_new, B) new ids; return the last position's logits (B, vocab) and the new state.
         The state is the last k tokens seen, (k, B), left-padded with 0 (``None`` = nothing seen yet)."""
         if state is None:

@@ -30,7 +30,7 @@ class LSTMSeqModel(nn.Module):
         """(T, B) ids -> (T, B, vocab) logits."""
         return self.head(self.hidden(idx))
 
-    def step(self, idx_new: torch.Tensor, state=None):
+    def next_logits(self, idx_new: torch.Tensor, state=None):
         """Feed (T_new, B) new ids after the recurrent ``state``; return last logits (B, vocab) and the state."""
         out, state = self.lstm(self.embedding(idx_new), state)  # out: (T_new, B, H)
         return self.head(out[-1]), state

@@ -78,7 +78,7 @@ class KVCache:
         return self.ids[:self.pos]
 
     def copy(self) -> "KVCache":
-        """An independent copy: ``step`` updates a cache in place, so copy it to continue two ways from one state."""
+        """An independent copy: ``next_logits`` updates a cache in place, so copy it to continue two ways from one state."""
         return KVCache([k.clone() for k in self.keys], [v.clone() for v in self.values], self.ids.clone(), self.pos)
 
 
@@ -158,7 +158,7 @@ class Block(nn.Module):
 
 class TransformerModel(nn.Module):
     """A decoder-only, GPT-style Transformer with the course's sequence-first contract.
-    Residual projections start at 0.02 / sqrt(2 * n_blocks), so the stream does not grow with depth. ``step``
+    Residual projections start at 0.02 / sqrt(2 * n_blocks), so the stream does not grow with depth. ``next_logits``
     crops an overflowing context to its last block_size tokens and recomputes the cache, so its logits always
     equal ``model(context[-block_size:])[-1]``.
     Args: vocab_size, d_model, n_heads (must divide d_model), n_blocks, mlp_ratio (MLP width / d_model), dropout.
@@ -209,14 +209,14 @@ class TransformerModel(nn.Module):
         if tie_weights:
             self.head.weight = self.token_embedding.weight  # one Parameter, two uses
 
-    def _run(self, idx: torch.Tensor, cache: KVCache | None, return_attention: bool):
+    def run_blocks(self, idx: torch.Tensor, cache: KVCache | None, return_attention: bool):
         """idx (T, B) -> (x (B, T, D) after the final norm, per-block attention weights or Nones)."""
         if idx.dim() != 2:
             raise ValueError(f"idx must be (seq_len, batch) token ids, got shape {tuple(idx.shape)}")
         T, start = idx.size(0), 0 if cache is None else cache.pos
         if start + T > self.block_size:
             raise ValueError(f"sequence length {start + T} ({start} cached) exceeds block_size={self.block_size}; crop "
-                             f"the context to its last {self.block_size} tokens (as step() does) or raise block_size")
+                             f"the context to its last {self.block_size} tokens (as next_logits() does) or raise block_size")
         if cache is not None and cache.ids.size(1) != idx.size(1):
             raise ValueError(f"the cache holds {cache.ids.size(1)} sequences but idx has {idx.size(1)}")
         positions = slice(start, start + T)  # absolute positions of the new tokens
@@ -248,16 +248,16 @@ class TransformerModel(nn.Module):
     def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """(T, B) ids -> (T, B, d_model) final hidden states; ``head`` makes them logits.
         With a ``cache`` the T positions follow the cached ones and ``cache.pos`` advances by T."""
-        return self._run(idx, cache, return_attention=False)[0].transpose(0, 1)  # (T, B, D)
+        return self.run_blocks(idx, cache, return_attention=False)[0].transpose(0, 1)  # (T, B, D)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, return_attention: bool = False):
         """(T, B) ids -> (T, B, vocab) logits; ``cache`` as in ``hidden``.
         ``return_attention``: also the weights (n_blocks, B, n_heads, T, cached + T), computed explicitly."""
-        x, attns = self._run(idx, cache, return_attention)
+        x, attns = self.run_blocks(idx, cache, return_attention)
         logits = self.head(x).transpose(0, 1)  # (T, B, V)
         return (logits, torch.stack(attns)) if return_attention else logits
 
-    def step(self, idx_new: torch.Tensor, state: KVCache | None = None):
+    def next_logits(self, idx_new: torch.Tensor, state: KVCache | None = None):
         """Feed (T_new, B) new ids after ``state``; return the last position's logits (B, vocab) and the cache.
         ``state=None`` starts a new cache; it is updated in place (``copy()`` it to continue two ways)."""
         if state is None or state.pos + idx_new.size(0) > self.block_size:

@@ -1,7 +1,7 @@
 """Nucleus (top-p) sampling: sort the probabilities, cut where their cumulative sum reaches p, renormalise, draw.
 The nucleus is the smallest most-probable set reaching p (within ``REACH_TOL``), plus all ties of its last
-token, so ties never depend on sort order. The ``TOP_K`` largest are tried first; only if the cut is not
-inside them is the whole vocabulary sorted. Used in 05_sampling.ipynb and by generate.py."""
+token, so ties never depend on sort order. ``nucleus_probs_topk`` finds the same cut among the ``TOP_K`` largest
+first, a fast path for GPT-2's 50,257 ids that generation uses. Used in 05_sampling.ipynb and by generate.py."""
 from __future__ import annotations
 
 import math
@@ -9,10 +9,10 @@ import numbers
 
 import torch
 
-__all__ = ["nucleus_sampling", "nucleus_probs", "REACH_TOL", "TOP_K"]
+__all__ = ["nucleus_probs", "nucleus_probs_topk", "nucleus_sampling", "cut_to_nucleus", "REACH_TOL", "TOP_K"]
 
 REACH_TOL = 1e-6  # cumulative sums this close below p count as reaching it (float32 rounding)
-TOP_K = 128  # candidates taken first (torch.topk), before falling back to a sort of the whole vocabulary
+TOP_K = 128  # the fast path's candidates (torch.topk), before it falls back to sorting the whole vocabulary
 
 
 def _softmax(logits: torch.Tensor, p: float, temperature: float) -> torch.Tensor:
@@ -35,28 +35,15 @@ def _softmax(logits: torch.Tensor, p: float, temperature: float) -> torch.Tensor
     return probs
 
 
-def _cut(vals: torch.Tensor, p: float):
-    """Where the nucleus ends in descending probabilities (B, m): (threshold t (B, 1), n_kept (B,), cumsum (B, m)).
-    If the cumulative sum never reaches p within these m values, t is the last value and all m are kept."""
-    csum = vals.double().cumsum(dim=-1)  # (B, m), in float64 so that 50,257 additions do not drift
-    # csum never decreases, so the number of sums below p is the index of the first one that reaches it
-    first = (csum < p - REACH_TOL).sum(dim=-1, keepdim=True)  # (B, 1)
-    t = vals.gather(-1, first.clamp(max=vals.shape[-1] - 1))  # (B, 1), the threshold probability
-    n_kept = (vals >= t).sum(dim=-1)  # (B,): the ties of t are kept too
-    return t, n_kept, csum
-
-
-def _nucleus(probs: torch.Tensor, p: float):
-    """(B, V) probabilities -> (vals (B, m) descending, their ids (B, m), t, n_kept, csum) as in ``_cut``."""
-    k = min(TOP_K, probs.shape[-1])
-    vals, ids = torch.topk(probs, k, dim=-1)  # (B, k) descending
-    t, n_kept, csum = _cut(vals, p)
-    # If a row keeps fewer than k, its last candidate is below t, and so is every token outside the top k:
-    # the cut is final. Keeping all k means p was not reached, or t's ties may go on: sort everything.
-    if not (n_kept < k).all():
-        vals, ids = torch.sort(probs, dim=-1, descending=True)  # (B, V)
-        t, n_kept, csum = _cut(vals, p)  # if p is never reached (rounding), all V are kept
-    return vals, ids, t, n_kept, csum
+def cut_to_nucleus(probs: torch.Tensor, largest: torch.Tensor, p: float) -> torch.Tensor:
+    """(B, V) probabilities cut to the nucleus and renormalised, given ``largest`` (B, m): the m largest of each
+    row in descending order (m = V: all of them). Keeps every probability at or above the threshold: the one at
+    which the cumulative sum first reaches p (the last of the m if it never does)."""
+    csum = largest.double().cumsum(dim=-1)  # (B, m), in float64 so that 50,257 additions do not drift
+    first = (csum < p - REACH_TOL).sum(dim=-1, keepdim=True)  # (B, 1): sums below p come first, as csum grows
+    threshold = largest.gather(-1, first.clamp(max=largest.shape[-1] - 1))  # (B, 1)
+    kept = torch.where(probs >= threshold, probs, 0.0)  # (B, V): the ties of the threshold stay too
+    return kept / kept.sum(dim=-1, keepdim=True, dtype=torch.float64).float()
 
 
 # --- public API ---
@@ -67,24 +54,30 @@ def nucleus_probs(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.
     Returns float32 probabilities shaped like ``logits``, exactly 0 outside the nucleus."""
     probs = _softmax(logits, p, temperature)  # (B, V)
     if p < 1.0:
-        _, _, t, n_kept, csum = _nucleus(probs, p)
-        mass = csum.gather(-1, n_kept[:, None] - 1).float()  # (B, 1), the kept probability
-        probs = torch.where(probs >= t, probs / mass, 0.0)  # (B, V)
+        probs = cut_to_nucleus(probs, probs.sort(dim=-1, descending=True).values, p)
     return probs.reshape(logits.shape)
+
+
+def nucleus_probs_topk(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.0, k: int = TOP_K
+                       ) -> torch.Tensor:
+    """``nucleus_probs`` without sorting all V probabilities when the nucleus lies within the k largest: the fast
+    path. If some row keeps all k (p not reached, or the threshold's ties may go on), it sorts everything instead."""
+    probs = _softmax(logits, p, temperature)  # (B, V)
+    if p >= 1.0:
+        return probs.reshape(logits.shape)
+    top = probs.topk(min(k, probs.shape[-1]), dim=-1).values  # (B, k) descending
+    cut = cut_to_nucleus(top, top, p)  # (B, k): zero where a candidate falls below its row's threshold
+    if not (cut == 0).any(dim=-1).all():  # a row whose cut may lie beyond its top k: the plain way
+        return nucleus_probs(logits, p, temperature)
+    return cut_to_nucleus(probs, top, p).reshape(logits.shape)  # every id outside the top k is below the threshold
 
 
 def nucleus_sampling(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw one token id per row from ``nucleus_probs(logits, p, temperature)``.
+    """Draw one token id per row from ``nucleus_probs(logits, p, temperature)`` (computed by the fast path).
     Args: logits (V,) or (B, V); p in (0, 1]; temperature > 0; generator: seeded (global RNG if None).
     Returns ids of shape () for (V,) logits, (B,) for (B, V)."""
-    probs = _softmax(logits, p, temperature)  # (B, V)
+    probs = nucleus_probs_topk(logits, p, temperature).reshape(-1, logits.shape[-1])  # (B, V)
     device = generator.device if generator is not None else probs.device
-    if p >= 1.0:
-        ids = torch.multinomial(probs.to(device), 1, generator=generator)[:, 0].to(probs.device)
-        return ids.reshape(logits.shape[:-1])
-    vals, ids, t, n_kept, _ = _nucleus(probs, p)
-    vals = vals[:, :int(n_kept.max())]  # (B, width): draw among the kept columns only, not among all V
-    weights = torch.where(vals >= t, vals, 0.0)  # a row's first n_kept; multinomial renormalises them itself
-    col = torch.multinomial(weights.to(device), 1, generator=generator).to(vals.device)  # (B, 1)
-    return ids.gather(-1, col)[:, 0].reshape(logits.shape[:-1])
+    ids = torch.multinomial(probs.to(device), 1, generator=generator)[:, 0].to(probs.device)  # (B,)
+    return ids.reshape(logits.shape[:-1])

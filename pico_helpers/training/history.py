@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pico_helpers.training.store import atomic_write
+from pico_helpers.runs.store import atomic_write
 
 __all__ = ["History"]
 
@@ -61,15 +61,38 @@ class History:
         """Steps done in the epoch in progress."""
         return self.step - (self.epoch_end_step[-1] if self.epoch_end_step else 0)
 
+    def record_step(self, loss: float, n_tokens: int, seconds: float) -> None:
+        """One optimizer step done: its loss, the real tokens it trained on and the seconds it took."""
+        self.step_loss.append(loss)
+        self.tokens_seen, self.train_time_s = self.tokens_seen + n_tokens, self.train_time_s + seconds
+
+    def record_epoch(self, loss_sum: float, val_loss: float | None, tokens_per_s: float | None) -> None:
+        """The epoch in progress is done: its mean step loss (from the sum of its step losses) and validation loss.
+        The epoch's end step goes last, since it moves the run on to the next epoch."""
+        self.epoch_train_loss.append(loss_sum / max(self.step_in_epoch, 1))
+        self.epoch_val_loss.append(val_loss)
+        self.epoch_tokens_per_s.append(tokens_per_s)
+        self.val_points += [(self.step, val_loss)] if val_loss is not None else []
+        self.epoch_end_step.append(self.step)
+
+    def epoch_line(self, i: int, mark: str) -> str:
+        """The starter's end-of-epoch line for epoch ``i``, with a hint when the loss is far above a uniform guess."""
+        train_loss, val, speed = self.epoch_train_loss[i], self.epoch_val_loss[i], self.epoch_tokens_per_s[i]
+        uniform = math.log(max(self.vocab_size, 2))  # the loss of a uniform guess
+        return (f"[{self.model}] {mark} end of epoch {i + 1}: train loss {train_loss:.4f}, validation loss "
+                + (f"{val:.4f}" if val is not None else "n/a (no validation split)")
+                + (f", {speed:,.0f} tokens/s" if speed else "")
+                + (f" (far above ln(vocab) = {uniform:.2f}: lower the learning rate)" if train_loss > 2 * uniform
+                   else ""))
+
     def to_dict(self) -> dict:
         """Plain lists and numbers, with None in place of NaN and infinity (strict JSON)."""
         return _finite(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        """Rebuild from ``to_dict()``; unknown keys (an older version's) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        history = cls(**{k: v for k, v in d.items() if k in names})
+        """Rebuild from ``to_dict()``."""
+        history = cls(**d)
         history.val_points = [tuple(p) for p in history.val_points]
         return history
 

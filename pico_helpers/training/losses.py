@@ -2,7 +2,8 @@
 
 Logits at t predict the token at t+1; a pair counts only when its TARGET is real (``pad_mask`` True).
 The fused path never holds all (N, V) logits (3.3 GB in float32 for V = 50,257 and 16 x 1024 tokens): per
-row chunk it computes logits, loss and right away the gradients; backward only scales them. Used in 03_lstm.ipynb."""
+row chunk it computes logits, loss and right away the gradients; backward only scales them. Used in 03_lstm.ipynb;
+the loss at each position is analysis/positions.py's."""
 from __future__ import annotations
 
 import torch
@@ -69,8 +70,7 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets, chunk_size, compute_dtype, need_h, need_w, need_b):
-        N, D = h.shape
-        V = weight.shape[0]
+        (N, D), V = h.shape, weight.shape[0]
         with torch.autocast(device_type=h.device.type, enabled=False):  # dtypes are explicit below
             # softmax and sums in float32 (float64 only if the inputs are float64)
             acc_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
@@ -162,28 +162,22 @@ def fused_linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torc
 # --- the training loss ---
 
 def next_token_loss(model: nn.Module, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None,
-                    chunk_size: int | None = None, vocab=None) -> torch.Tensor:
-    """``compute_next_token_loss(model(tokens), tokens, pad_mask)`` through the fused head, without (T, B, V) logits.
+                    chunk_size: int | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of ``model`` on ``tokens``: what training minimises and evaluation reports.
 
-    Args:
-        model: the model contract (``hidden(idx) -> (T, B, D)``, ``head`` an ``nn.Linear``).
-        tokens: (T, B) long token ids. pad_mask: optional (T, B) bool, True = real token.
-        chunk_size: rows per chunk of the fused head; None: ``chunk_rows(D)``.
-        vocab: the CorpusVocab of ``tokens``, or None; an "other" target then costs log(n_other) more, so the loss
-            is a cross-entropy over all of GPT-2's ids."""
+    The same number three ways: the model's own ``next_token_loss`` if it defines one (CorpusVocabModel adds the
+    "other" charge, the data-parallel wrapper splits the batch); the fused head if the model offers the fast path
+    (``hidden`` and an ``nn.Linear`` ``head``), which never holds (T, B, V) logits; else ``model(tokens)``.
+    Args: tokens: (T, B) long ids; pad_mask: optional (T, B) bool, True = real token; chunk_size: fused rows."""
     _check_tokens(tokens, pad_mask)
-    head = model.head
-    if not isinstance(head, nn.Linear):
-        raise ValueError(f"model.head must be an nn.Linear(D, vocab) (the model contract), got {type(head).__name__}")
+    if hasattr(model, "next_token_loss"):
+        return model.next_token_loss(tokens, pad_mask, chunk_size)
+    if not (hasattr(model, "hidden") and isinstance(getattr(model, "head", None), nn.Linear)):
+        return compute_next_token_loss(model(tokens), tokens, pad_mask)
     h = model.hidden(tokens)  # (T, B, D)
-    if h.dim() != 3 or h.shape[:2] != tokens.shape:
-        raise ValueError(f"model.hidden must return (T, B, D) for tokens {tuple(tokens.shape)}, got {tuple(h.shape)}")
     rows = h[:-1].reshape(-1, h.shape[-1])  # (N_all, D), row t*B+b predicts tokens[t+1, b]
     targets = tokens[1:].reshape(-1)  # (N_all,)
     if pad_mask is not None:
         keep = pad_mask[1:].reshape(-1)  # (N_all,) True = real target
         rows, targets = rows[keep], targets[keep]  # (N, D), (N,)
-    loss = fused_linear_cross_entropy(rows, head.weight, head.bias, targets, chunk_size)
-    if vocab is not None:  # log p(u) = log p(other) - log(n_other): a constant, no gradient
-        loss = loss + (targets == vocab.other_id).sum().to(loss.dtype) * vocab.other_correction / max(len(targets), 1)
-    return loss
+    return fused_linear_cross_entropy(rows, model.head.weight, model.head.bias, targets, chunk_size)

@@ -1,4 +1,4 @@
-"""The folder of one named run: atomic checkpoint, history and figure writes, the run id, set-aside.
+"""The folder of one named run: atomic writes, the run id, resume or set aside (the workbook's machinery).
 Used by train() (every notebook, pico.py): <output_dir>/<name>/{checkpoint.pt, history.json, loss.png}."""
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ import hashlib
 import itertools
 import json
 import os
+import stat
 import tempfile
 from array import array
 from pathlib import Path
 
 import torch
 
-__all__ = ["RunStore", "atomic_write", "check_run_name", "data_fingerprint", "run_identity", "load_checkpoint"]
+__all__ = ["RunStore", "atomic_write", "check_run_name", "data_fingerprint", "run_identity", "load_checkpoint",
+           "open_run"]
 
-# What train() needs to resume (the History is also the run's position). No "run_id" (an older version): another run.
-CHECKPOINT_KEYS = ("model", "optimizer", "config", "history")
+CHECKPOINT_KEYS = ("model", "optimizer", "config", "run_id", "history")  # what train() needs to resume
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -27,10 +28,20 @@ def atomic_write(path: str | Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))  # mkstemp makes 0600; the file keeps its mode, a new one follows the umask
         os.replace(tmp, path)
     except BaseException:  # Ctrl-C included: never leave a half-written temporary
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The mode a file written at ``path`` should have: the existing file's, else 0666 less the umask."""
+    if path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -54,10 +65,10 @@ def data_fingerprint(corpus) -> str:
     """sha256 over every sequence (lengths and token ids) of the train and validation splits: the same data,
     tokenized the same way, gives the same fingerprint whatever its files' paths or description."""
     h = hashlib.sha256(f"vocab {corpus.vocab_size}".encode())
-    h.update(array("q", corpus.vocab.ids if getattr(corpus, "vocab", None) else []).tobytes())  # what the ids mean
+    h.update(array("q", corpus.vocab.ids if corpus.vocab else []).tobytes())  # the ids the model predicts
     for split in (corpus.train, corpus.val):
         # the datasets keep their two sources (TinyStories, files); the mixture's item order changes by epoch
-        for seqs in [split.tinystories, split.other] if hasattr(split, "other") else [list(split or [])]:
+        for seqs in [split.tinystories, split.other] if split is not None else [[]]:
             h.update(len(seqs).to_bytes(8, "little"))
             h.update(array("q", map(len, seqs)).tobytes())
             h.update(array("q", itertools.chain.from_iterable(seqs)).tobytes())
@@ -105,8 +116,10 @@ class RunStore:
                              f"aside to {self.name}.prev-N, unread, and training starts afresh.") from err
         return ckpt
 
-    def save(self, checkpoint: dict, history) -> None:
-        """Write checkpoint.pt, then history.json, each atomically."""
+    def save(self, model, optimizer, config, history) -> None:
+        """Write checkpoint.pt (weights, Adam state, config, run id, History), then history.json, each atomically."""
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
+                      "run_id": history.run_id, "history": history.to_dict()}
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self.checkpoint, lambda f: torch.save(checkpoint, f))
         history.to_json(self.history)
@@ -124,3 +137,28 @@ class RunStore:
             k += 1
         os.replace(self.folder, self.folder.with_name(f"{self.name}.prev-{k}"))
         return self.folder.with_name(f"{self.name}.prev-{k}")
+
+
+# --- resume or start afresh ---
+
+def open_run(store: RunStore, run_id: str, model, optimizer, config, resume: bool, say=print):
+    """The History of the earlier run with this ``run_id``, its weights and Adam state loaded into model and
+    optimizer; else None, after moving whatever is in the run's folder aside to <name>.prev-N (nothing is deleted)."""
+    from pico_helpers.training.history import History
+
+    ckpt = store.load() if resume else None
+    if ckpt is not None and ckpt["run_id"] == run_id:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history = History.from_dict(ckpt["history"])
+        where = (f"{history.epoch} epochs" if history.finished
+                 else f"epoch {history.epoch + 1}, step {history.step_in_epoch} of it")
+        say(f"[{store.name}] {'already trained' if history.finished else 'resuming'}: {history.step} steps done, "
+            f"{where}; loaded {store.checkpoint}")
+        return history
+    if store.in_use():
+        changed = [k for k, v in config.run_fields().items() if ckpt and ckpt["config"].get(k) != v]
+        reason = ("resume=False" if not resume else "no checkpoint in the run's folder" if ckpt is None
+                  else f"config changed ({', '.join(changed)})" if changed else "data or model changed")
+        say(f"{reason}: the earlier run in {store.folder} was moved to {store.set_aside()} (nothing deleted).")
+    return None
