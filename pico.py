@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "with their nearest neighbours in embedding space")
     p.add_argument("--no_resume", action="store_true",
                    help="start afresh: an earlier run in OUTPUT_DIR/<model>/ is moved aside unread")
-    p.add_argument("--new_tokens", type=int, default=20, help="tokens in each final sample")
+    p.add_argument("--new_tokens", type=int, default=20, help="tokens in each final sample (at most 100,000)")
     return p.parse_args(argv)
 
 
@@ -54,6 +54,21 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, f.name)
         values[f.name] = SWITCH[value] if field_kind(f) == (bool, True) else value
     return TrainConfig(**values)
+
+
+def _env_int(name: str, low: int, high: int | None, default: str | None = None) -> int:
+    """The integer in environment variable ``name`` (torchrun sets it), in low..high; else a ValueError saying so."""
+    text = os.environ.get(name, default)
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        span = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {span} (torchrun sets it), got {text!r}: start the run with "
+                         "torchrun --nproc_per_node=N pico.py ..., or unset RANK and WORLD_SIZE to train in one "
+                         "process")
+    return value
 
 
 def init_torchrun(config: TrainConfig):
@@ -68,15 +83,27 @@ def init_torchrun(config: TrainConfig):
     import torch
     import torch.distributed as dist
 
-    world, cuda = int(os.environ["WORLD_SIZE"]), torch.cuda.is_available() and config.device_id != "cpu"
+    from pico_helpers.training.setup import check_device_id
+
+    check_device_id(config.device_id)  # the same devices as one process: a typo is not quietly replaced by cuda
+    world = _env_int("WORLD_SIZE", 1, None)
+    _env_int("RANK", 0, world - 1)
+    local_rank = _env_int("LOCAL_RANK", 0, None, default="0")
+    backend = os.environ.get("PICO_DIST_BACKEND")
+    if backend is not None and not (backend in dist.Backend.backend_list and dist.is_backend_available(backend)):
+        usable = [b for b in ("gloo", "nccl", "mpi", "ucc") if dist.is_backend_available(b)]
+        raise ValueError(f"PICO_DIST_BACKEND {backend!r} is not a torch.distributed backend of this torch: use "
+                         f"{' or '.join(usable) or 'none (torch.distributed has no backend here)'}, or unset it "
+                         "(nccl on CUDA, gloo on the CPU)")
+    cuda = torch.cuda.is_available() and config.device_id != "cpu"
     if config.batch_size % world:
         raise ValueError(f"--batch_size {config.batch_size} is the global batch, split over {world} processes: use a "
                          f"multiple of {world} (for example --batch_size {world * max(1, config.batch_size // world)})")
-    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu")
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(os.environ.get("PICO_DIST_BACKEND") or ("nccl" if cuda else "gloo"))
+        dist.init_process_group(backend or ("nccl" if cuda else "gloo"))
     if dist.get_rank() != 0:
         sys.stdout = open(os.devnull, "w")  # the other ranks print nothing; their errors still reach stderr
     return device
@@ -87,11 +114,13 @@ def run(args: argparse.Namespace) -> None:
     from pico_helpers.data import load_corpus
     from pico_helpers.models import build_model
     from pico_helpers.runs.distributed import is_main, train_data_parallel
+    from pico_helpers.sample.generate import MAX_NEW_TOKENS
     from pico_helpers.training import pick_device, train
 
     config = config_from_args(args)
-    if args.new_tokens < 1:
-        raise ValueError(f"--new_tokens must be an integer >= 1, got {args.new_tokens} (for example --new_tokens 20)")
+    if not 1 <= args.new_tokens <= MAX_NEW_TOKENS:  # checked now, not after training
+        raise ValueError(f"--new_tokens must be an integer >= 1 and at most {MAX_NEW_TOKENS:,}, got {args.new_tokens} "
+                         "(for example --new_tokens 20)")
     torchrun_device = init_torchrun(config)
     device = torchrun_device or pick_device(config.device_id)
     print(f"Using device: {device}")
@@ -105,15 +134,23 @@ def run(args: argparse.Namespace) -> None:
           f"{corpus.sources['files']:,} from input files")
     print(f"Data: {corpus.description}")
     models = {name: build_model(name, config, corpus.vocab) for name in args.models}
-    for name, model in models.items():
-        print(f"\n=== Training {name} ===")
-        if torchrun_device is not None:  # several processes, each on its share of every batch
-            history = train_data_parallel(model, corpus, config, name=name, resume=not args.no_resume)
-        else:
-            history = train(model, corpus, config, name=name, resume=not args.no_resume)
-        if not is_main():  # torchrun: rank 0 alone samples and reports
-            continue
-        final_samples(args, config, name, model, corpus, history)
+    done = []  # models trained to the end (and saved): a Ctrl-C after that must not say "nothing was saved"
+    try:
+        for name, model in models.items():
+            print(f"\n=== Training {name} ===")
+            if torchrun_device is not None:  # several processes, each on its share of every batch
+                history = train_data_parallel(model, corpus, config, name=name, resume=not args.no_resume)
+            else:
+                history = train(model, corpus, config, name=name, resume=not args.no_resume)
+            done.append(name)
+            if not is_main():  # torchrun: rank 0 alone samples and reports
+                continue
+            final_samples(args, config, name, model, corpus, history)
+    except KeyboardInterrupt as err:
+        if str(err) or not done:  # train() said what it saved, or nothing was trained yet
+            raise
+        raise KeyboardInterrupt(f"{', '.join(done)} trained and saved in {config.output_dir}/; the same command "
+                                "loads it and goes on") from None
 
 
 def final_samples(args: argparse.Namespace, config, name: str, model, corpus, history) -> None:
@@ -151,8 +188,13 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as err:  # OSError: a missing or unreadable input file
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: a run in training saved its checkpoint; the same command continues it", file=sys.stderr)
+    except KeyboardInterrupt as err:  # train() says what it saved; a Ctrl-C before any step carries no message
+        from pico_helpers.runs.distributed import is_main
+
+        if is_main():  # torchrun: rank 0 speaks for all
+            print(f"interrupted: {err}" if str(err) else
+                  "interrupted before training started: nothing was saved; the same command starts again",
+                  file=sys.stderr)
         return 130
     finally:
         if "torch.distributed" in sys.modules and sys.modules["torch.distributed"].is_initialized():

@@ -3,6 +3,7 @@ Used in every notebook (the `parameters` cell) and by pico.py, whose flags are b
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import numbers
@@ -63,6 +64,8 @@ def _between(low, high, high_open=False):
 
 
 _POSITIVE = ("> 0 and finite", lambda v: 0 < v < math.inf)
+_SEED = ("in 0..2**63-1", lambda v: 0 <= v < 2 ** 63)  # what torch.manual_seed and every Generator take
+_FOLDER = ("naming a folder (not empty)", lambda v: bool(v.strip()))
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "True or False", str: "a string"}
 
 
@@ -81,11 +84,12 @@ def field_kind(f: dataclasses.Field) -> tuple[type, bool]:
 
 # --- the configuration ---
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Every size and switch of a run. Field names and defaults follow the course starter's flags.
     ``TrainConfig.quick()`` gives a small variant for smoke runs and CI. Each field is checked for type and range
-    when the config is made, with an error that names the field and a valid value."""
+    when the config is made, with an error that names the field and a valid value. A config is frozen (so a checked
+    value stays checked): ``cfg.replace(batch_size=32)`` makes a changed copy."""
 
     # --- data ---
     input_files: list[str] = _field([], "local text files, one example per non-empty line", run_id=False,
@@ -121,7 +125,7 @@ class TrainConfig:
 
     # --- training ---
     batch_size: int = _field(16, "sequences per batch", _at_least(1))
-    epochs: int = _field(3, "passes over the training data", _at_least(0), run_id=False)
+    epochs: int = _field(3, "passes over the training data", _at_least(1), run_id=False)
     learning_rate: float = _field(1e-3, "Adam learning rate", _POSITIVE)
     lr_schedule: str = _field("constant", "learning rate per update: constant, or linear warm-up then cosine decay "
                               "to 10% of learning_rate at the last step (or time_budget_s)", choices=("constant", "cosine"))
@@ -129,7 +133,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = _field(None, "end each epoch after N steps", _at_least(1), 200, run_id=False)
     time_budget_s: float | None = _field(None, "stop after this many seconds of training steps (equal-time "
                                          "comparisons); epochs is then an upper bound", _POSITIVE, 600.0, run_id=False)
-    seed: int = _field(0, "seed of the model's initialisation, the split and the batch order", _at_least(0))
+    seed: int = _field(0, "seed of the model's initialisation, the split and the batch order", _SEED)
     device_id: str | None = _field(None, "torch device; falls back (with a message) when it is missing; "
                                    "'auto' = cuda > mps > cpu", example="cpu", run_id=False, cli_default="cuda:0")
     bf16: bool | None = _field(None, "bfloat16 autocast; auto: on for CUDA GPUs that support it, off on CPUs, "
@@ -140,7 +144,7 @@ class TrainConfig:
                                     _at_least(0), 50, run_id=False)
     sample_every_s: float = _field(30.0, "seconds between text samples; 0 = off", _at_least(0), run_id=False)
     prompt: str = _field("Once upon a", "prompt for the text samples", run_id=False)
-    output_dir: str = _field("runs", "runs are saved in OUTPUT_DIR/<name>/", run_id=False)
+    output_dir: str = _field("runs", "runs are saved in OUTPUT_DIR/<name>/", _FOLDER, run_id=False)
 
     def __post_init__(self):
         files = self.input_files
@@ -149,10 +153,15 @@ class TrainConfig:
         if not isinstance(files, (list, tuple)) or not all(isinstance(f, (str, os.PathLike)) for f in files):
             raise ValueError(f"input_files must be a list of file paths, got {self.input_files!r} "
                              "(for example input_files=['input_files/3seqs.txt'])")
-        self.input_files = [os.fspath(f) for f in files]
+        for path in map(os.fspath, files):
+            if not path.strip() or "\0" in path:
+                raise ValueError(f"input_files holds {path!r}, which is not a file path (empty, or with a null byte) "
+                                 "(for example input_files=['input_files/3seqs.txt'])")
+        # frozen: the checked values are set as __init__ sets them, past the assignment guard
+        object.__setattr__(self, "input_files", [os.fspath(f) for f in files])
         for f in dataclasses.fields(self):
             if f.name != "input_files":
-                setattr(self, f.name, _checked(f, getattr(self, f.name)))
+                object.__setattr__(self, f.name, _checked(f, getattr(self, f.name)))
         if self.tinystories_weight == 0.0 and not self.input_files:
             raise ValueError("tinystories_weight is 0 but no input_files were given: "
                              "pass input_files=['input_files/3seqs.txt'] or a tinystories_weight > 0")
@@ -179,6 +188,23 @@ class TrainConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["run_id"]}
 
 
+def _refuse_assignment(self, name, value=None):
+    """``cfg.batch_size = 0`` would skip the checks: a config is changed by ``replace``, which checks the copy."""
+    fields = [f.name for f in dataclasses.fields(self)]
+    if name not in fields:
+        close = difflib.get_close_matches(name, fields, n=1)
+        raise dataclasses.FrozenInstanceError(f"TrainConfig has no field {name!r}" + (
+            f" (did you mean {close[0]!r}?)" if close else "") + "; it is frozen: make a changed copy with "
+            "cfg.replace(field=value)")
+    shown = "..." if value is None else repr(value)
+    raise dataclasses.FrozenInstanceError(f"TrainConfig is frozen: use cfg = cfg.replace({name}={shown}) for a "
+                                          f"copy with {name} changed (and checked)")
+
+
+TrainConfig.__setattr__ = _refuse_assignment  # the frozen dataclass's own guard says only "cannot assign to field"
+TrainConfig.__delattr__ = _refuse_assignment
+
+
 def _checked(f: dataclasses.Field, value):
     """``value`` as the field's type (an int for an int field, ...), or a ValueError that names a valid value."""
     kind, optional = field_kind(f)
@@ -193,6 +219,9 @@ def _checked(f: dataclasses.Field, value):
     choices = f.metadata["choices"]
     if ok:
         value = kind(value)
+    if ok and kind is str and "\0" in value:  # a path with a null byte would fail later, in the OS, unnamed
+        raise ValueError(f"{f.name} contains a null byte, got {value!r} "
+                         f"(for example {f.name}={f.metadata['example']!r})")
     if not ok or (test and not test(value)) or (choices and value not in choices):
         what = f"one of {', '.join(map(repr, choices))}" if choices else f"{_TYPE_WORDS[kind]} {words}".strip()
         raise ValueError(f"{f.name} must be {what}{' or None' if optional else ''}, got {value!r} "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pico_helpers.data.sources import TINYSTORIES_ENV, TINYSTORIES_HUB, load_text_file, load_tinystories
+from pico_helpers.data.sources import TINYSTORIES_ENV, TINYSTORIES_HUB, load_text_file, load_tinystories, require_file
 
 __all__ = ["split_train_val", "overlap", "VALID_STORIES", "MixedSequenceDataset", "HeldOutSet", "collate",
            "iterate_batches", "padding_fraction", "Corpus", "load_corpus", "PAD_ID"]
@@ -101,7 +101,7 @@ BUCKET_BATCHES = 50  # batches per length bucket: sorted within ~50 batches, so 
 def _batch_order(dataset, batch_size: int, shuffle: bool, seed: int, epoch: int, bucket: bool) -> list[list[int]]:
     """The item indices of each batch: a pure function of (dataset, seed, epoch), so a resumed epoch can skip ahead.
     ``bucket``: sort each group of BUCKET_BATCHES batches of the order by length, cut it, shuffle the batches."""
-    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    g = torch.Generator().manual_seed((seed * 100003 + epoch) % 2 ** 64)  # a Generator takes 64 bits
     order = torch.randperm(len(dataset), generator=g).tolist() if shuffle else list(range(len(dataset)))
     if not bucket:
         return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -195,6 +195,20 @@ def _describe(config, parts: list, whole: list, train, val, splits, vocab, enc) 
                "in training)" if vocab else f", full vocabulary of {enc.n_vocab:,} ids"))
 
 
+def _check_pairs(parts: list, train: list, val: list) -> None:
+    """A ValueError if no training (or, when one is held out, no validation) example has 2 tokens: a one-token line
+    has no next token to predict, so the loss would be 0 (or n/a) and say nothing."""
+    sources = " + ".join(parts)
+    if not any(len(s) > 1 for s in train):
+        raise ValueError(f"no training line of {sources} has 2 or more tokens ({len(train):,} examples of one token): "
+                         "a model learns from next-token pairs, and one token has none; join the words into longer "
+                         "lines (for example a sentence per line)")
+    if val and not any(len(s) > 1 for s in val):
+        raise ValueError(f"no validation line of {sources} has 2 or more tokens ({len(val):,} held out, one token "
+                         "each), so validation loss cannot be measured; join the words into longer lines (for example "
+                         "a sentence per line), or hold none out with test_fraction=0")
+
+
 def load_corpus(config, enc=None) -> Corpus:
     """Tokenize what ``config`` asks for (once per process), split it and mix it as the starter does.
     Args: config: a TrainConfig (its data fields, block_size, seed, vocab, batch_size); enc: default GPT-2's."""
@@ -204,13 +218,18 @@ def load_corpus(config, enc=None) -> Corpus:
     enc = enc or get_tokenizer()
     # Tokens are memoised only for the default tokenizer; a custom one tokenizes afresh.
     tokens = _cached_tokens if enc is get_tokenizer() else (lambda kind, key, mtime, n: _load_tokens(kind, key, n, enc))
+    # Every path given is checked, even one the weights skip: a typo must not pass silently until the weight changes.
+    for f in config.input_files:
+        require_file(f, "input file")
+    for what, path in (("tinystories_path", config.tinystories_path),
+                       ("tinystories_valid_path", config.tinystories_valid_path)):
+        if path:
+            require_file(path, f"{what} (a TinyStories text file)")
     files_seqs: list[list[int]] = []
     parts = []
     # Sources that can never be drawn are not loaded (the starter's weight 0 skips TinyStories; 1 skips files).
     for f in (config.input_files if config.tinystories_weight < 1.0 else []):
         p = Path(f)
-        if not p.is_file():
-            load_text_file(p, enc)  # raises the teaching error
         seqs = tokens("file", str(p.resolve()), p.stat().st_mtime, None)
         files_seqs += seqs
         parts.append(f"{p.name} ({len(seqs):,} lines)")
@@ -220,9 +239,6 @@ def load_corpus(config, enc=None) -> Corpus:
         tiny_seqs = tokens("tiny", path, _mtime(path), config.tinystories_stories)
         parts.append(f"TinyStories from {Path(path).name if path else TINYSTORIES_HUB} ({len(tiny_seqs):,} stories")
         if config.tinystories_valid_path:
-            if not Path(config.tinystories_valid_path).is_file():
-                raise FileNotFoundError(f"tinystories_valid_path {config.tinystories_valid_path} is not a file: "
-                                        "give a TinyStories validation text file (e.g. TinyStories-valid.txt) or None")
             valid = str(Path(config.tinystories_valid_path).resolve())
             valid_seqs = tokens("tiny", valid, _mtime(valid), VALID_STORIES)
             parts[-1] += f"; validation: {len(valid_seqs):,} stories of {Path(valid).name}"
@@ -235,6 +251,7 @@ def load_corpus(config, enc=None) -> Corpus:
     vocab = CorpusVocab.from_sequences(splits[0][0] + splits[1][0], enc.n_vocab) if config.vocab == "corpus" else None
     cut = functools.partial(_examples, block_size=config.block_size, long_examples=config.long_examples)
     (tiny_train, tiny_val), (file_train, file_val) = [map(cut, pair) for pair in splits]
+    _check_pairs(parts, tiny_train + file_train, tiny_val + file_val)
     train = MixedSequenceDataset(tiny_train, file_train, config.tinystories_weight, seed=config.seed)
     val = HeldOutSet(tiny_val, file_val) if (tiny_val or file_val) else None
     description = _describe(config, parts, tiny_seqs + files_seqs, train, val, splits, vocab, enc)

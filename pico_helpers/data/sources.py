@@ -9,8 +9,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-__all__ = ["generate_3seqs", "write_3seqs", "load_text_file", "read_tinystories_file", "load_tinystories",
-           "TINYSTORIES_ENV", "TINYSTORIES_HUB", "EOT_TEXT"]
+__all__ = ["generate_3seqs", "write_3seqs", "require_file", "load_text_file", "read_tinystories_file",
+           "load_tinystories", "TINYSTORIES_ENV", "TINYSTORIES_HUB", "EOT_TEXT"]
 
 TINYSTORIES_ENV = "PICO_TINYSTORIES"
 TINYSTORIES_HUB = "roneneldan/TinyStories"
@@ -62,14 +62,24 @@ def _folder_listing(folder: Path) -> str:
     return f"files in {folder}/: " + (", ".join(names) if names else "(none)")
 
 
-@contextlib.contextmanager
-def _open_text(path: Path, what: str, where: str = ""):
-    """``path`` opened as UTF-8 text; a missing file, a directory or bad bytes raise an error that names it."""
+def require_file(path: str | os.PathLike, what: str, where: str = "") -> Path:
+    """``path`` if it is a regular file; else an OSError that says what it is instead (missing or a folder: with a
+    listing of the folder; a FIFO or a device: nothing to read a corpus from). ``what`` names it: "input file", ..."""
+    path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{what} {path} is a directory, not a text file; {_folder_listing(path)}")
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{what} {path} not found{where}; {_folder_listing(path.parent)}")
-    with open(path, encoding="utf-8") as f:
+    if not path.is_file():  # opening a FIFO would wait for a writer forever
+        raise OSError(f"{what} {path} is not a regular file (a FIFO, socket or device): save the text to a file "
+                      "and give that")
+    return path
+
+
+@contextlib.contextmanager
+def _open_text(path: Path, what: str, where: str = ""):
+    """``path`` opened as UTF-8 text; a missing file, a directory, a FIFO or bad bytes raise an error that names it."""
+    with open(require_file(path, what, where), encoding="utf-8") as f:
         try:
             yield f
         except UnicodeDecodeError as err:

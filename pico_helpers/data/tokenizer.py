@@ -23,15 +23,33 @@ WHISPER_SDIST = "openai-whisper==20250625"
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 _PACKAGE_ASSET = Path(__file__).resolve().parents[1] / "assets" / "gpt2.tiktoken"
-PROVISION_COMMAND = "make setup   (or, in the repository: python -m tools.provision_tokenizer)"
+PROVISION_COMMAND = "make setup (or, in the repository: python -m tools.provision_tokenizer)"
+
+
+def _candidates() -> list[Path]:
+    """Where a rank file is looked for, in order: $PICO_GPT2_TIKTOKEN, pico_helpers/assets/, ~/.cache/pico-llm/."""
+    env = os.environ.get("PICO_GPT2_TIKTOKEN")
+    return ([Path(env).expanduser()] if env else []) + [_PACKAGE_ASSET, Path.home() / ".cache" / "pico-llm" /
+                                                         "gpt2.tiktoken"]
 
 
 def rank_file_path() -> Path | None:
     """The first verified GPT-2 rank file of $PICO_GPT2_TIKTOKEN, pico_helpers/assets/, ~/.cache/pico-llm/; or None."""
-    env = os.environ.get("PICO_GPT2_TIKTOKEN")
-    candidates = [Path(env).expanduser()] if env else []
-    candidates += [_PACKAGE_ASSET, Path.home() / ".cache" / "pico-llm" / "gpt2.tiktoken"]
-    return next((p for p in candidates if p.is_file() and _sha256(p) == RANK_FILE_SHA256), None)
+    return next((p for p in _candidates() if p.is_file() and _sha256(p) == RANK_FILE_SHA256), None)
+
+
+def _damaged_rank_file_hint() -> str | None:
+    """The way out when a rank file is there but is not GPT-2's (truncated, half-downloaded): ``make setup`` alone
+    would find the file present and do nothing, so it says to delete it or re-provision, which replaces it."""
+    for p in _candidates():
+        if p.is_file():  # not verified, or rank_file_path() would have returned it
+            size = p.stat().st_size
+            if p != _PACKAGE_ASSET:
+                return (f"GPT-2's rank file {p} is damaged ({size:,} bytes, sha256 mismatch): replace it with a good "
+                        "copy of gpt2.tiktoken, or delete it (or unset PICO_GPT2_TIKTOKEN) and run make setup")
+            return (f"GPT-2's rank file {p} is damaged ({size:,} bytes, sha256 mismatch; truncated?): delete it and "
+                    "run make setup, or run python -m tools.provision_tokenizer, which fetches it again")
+    return None
 
 
 def _sha256(path: Path) -> str:
@@ -52,10 +70,13 @@ def get_tokenizer():
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as err:  # no internet, blocked store, ...
-        raise RuntimeError(f"GPT-2's tokenizer files are not available: tiktoken could not download them "
-                           f"({type(err).__name__}: {err}) and no local rank file was found.\nProvision it once "
-                           f"with:\n    {PROVISION_COMMAND}\nor set PICO_GPT2_TIKTOKEN to a copy of "
-                           "r50k_base.tiktoken / gpt2.tiktoken.") from err
+        cause = " ".join(f"{type(err).__name__}: {err}".split())[:300]  # one line
+        damaged = _damaged_rank_file_hint()
+        if damaged:
+            raise RuntimeError(f"{damaged} (tiktoken could not download it either: {cause})") from err
+        raise RuntimeError(f"GPT-2's tokenizer files are not available: no local rank file, and tiktoken could not "
+                           f"download them ({cause}); provision it once with {PROVISION_COMMAND}, or set "
+                           "PICO_GPT2_TIKTOKEN to a copy of r50k_base.tiktoken / gpt2.tiktoken") from err
 
 
 def provision_rank_file(dest: Path = _PACKAGE_ASSET, quiet: bool = False) -> Path:
@@ -64,6 +85,8 @@ def provision_rank_file(dest: Path = _PACKAGE_ASSET, quiet: bool = False) -> Pat
     if dest.is_file() and _sha256(dest) == RANK_FILE_SHA256:
         say(f"tokenizer: {dest} already present and verified")
         return dest
+    if dest.is_file():
+        say(f"tokenizer: {dest} is damaged ({dest.stat().st_size:,} bytes, sha256 mismatch); fetching it again")
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
                "-d", tmp, WHISPER_SDIST]

@@ -10,11 +10,14 @@ A fast path a model may offer, and the three do: ``hidden(idx)`` -> (seq_len, ba
 Used in 01_embeddings.ipynb, 02_kgram_mlp.ipynb, 03_lstm.ipynb and 04_transformer.ipynb."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 
-from pico_helpers.config import MODEL_NAMES
+from pico_helpers.config import MODEL_NAMES, TrainConfig
 from pico_helpers.data.tokenizer import VOCAB_SIZE
 from pico_helpers.data.vocab import CorpusVocabModel
+from pico_helpers.runs.memory import check_fits
 from pico_helpers.models.kgram import KGramMLPSeqModel
 from pico_helpers.models.lstm import LSTMSeqModel
 from pico_helpers.models.transformer import RMSNorm, TransformerModel
@@ -22,26 +25,46 @@ from pico_helpers.models.transformer import RMSNorm, TransformerModel
 __all__ = ["KGramMLPSeqModel", "LSTMSeqModel", "RMSNorm", "TransformerModel", "build_model", "count_parameters"]
 
 
-def build_model(name: str, config, vocab=None) -> torch.nn.Module:
-    """Build one of MODEL_NAMES from ``config``, its weights seeded by ``config.seed``.
+def build_model(name: str, config: TrainConfig, vocab=None) -> torch.nn.Module:
+    """Build one of MODEL_NAMES from ``config``, its weights seeded by ``config.seed``. Sizes whose weights,
+    gradients and Adam state cannot fit in the training device's memory are refused first (``check_fits``).
     Args: vocab: ``corpus.vocab`` (a CorpusVocab: the model predicts its ids and is returned wrapped, so that it
         reads and predicts GPT-2 ids), None for all 50,257 GPT-2 ids, or an int: a plain model over that many ids."""
-    n_ids = VOCAB_SIZE if vocab is None else vocab if isinstance(vocab, int) else vocab.n_vocab
-    torch.manual_seed(config.seed)
-    if name == "lstm_seq":
-        model = LSTMSeqModel(n_ids, config.embed_size, config.embed_size)
-    elif name == "kgram_mlp_seq":
-        model = KGramMLPSeqModel(n_ids, k=config.kgram_k, embed_size=config.embed_size,
-                                 num_inner_layers=config.num_inner_mlp_layers, chunk_size=config.kgram_chunk_size,
-                                 input_mode=config.kgram_input_mode)
-    elif name == "kvcache_transformer":
-        model = TransformerModel(n_ids, d_model=config.embed_size, n_heads=config.n_heads,
-                                 n_blocks=config.n_blocks, block_size=config.block_size,
-                                 positional=config.positional, norm=config.norm, tie_weights=config.tie_weights,
-                                 dropout=config.dropout)
-    else:
+    if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
-    return model if vocab is None or isinstance(vocab, int) else CorpusVocabModel(model, vocab)
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__} (for example TrainConfig.quick(), "
+                         "or TrainConfig(**d) from a dict)")
+    n_ids = _n_ids(vocab)
+    check_fits(name, config, n_ids, _construct)
+    torch.manual_seed(config.seed)
+    model = _construct(name, config, n_ids)
+    return model if vocab is None or isinstance(vocab, numbers.Integral) else CorpusVocabModel(model, vocab)
+
+
+def _n_ids(vocab) -> int:
+    """The number of ids the raw model predicts, or a ValueError naming what ``vocab`` may be."""
+    if vocab is None:
+        return VOCAB_SIZE
+    if isinstance(vocab, numbers.Integral) and not isinstance(vocab, bool) and vocab >= 1:
+        return int(vocab)
+    if not isinstance(vocab, (numbers.Number, str)) and isinstance(getattr(vocab, "n_vocab", None), int):
+        return vocab.n_vocab  # a CorpusVocab
+    raise ValueError(f"vocab must be corpus.vocab (a CorpusVocab), None (all {VOCAB_SIZE:,} GPT-2 ids) or a number "
+                     f"of ids >= 1, got {vocab!r} (for example build_model(name, config, corpus.vocab))")
+
+
+def _construct(name: str, config: TrainConfig, n_ids: int) -> torch.nn.Module:
+    """The raw model ``name`` over ``n_ids`` ids, on the current default device."""
+    if name == "lstm_seq":
+        return LSTMSeqModel(n_ids, config.embed_size, config.embed_size)
+    if name == "kgram_mlp_seq":
+        return KGramMLPSeqModel(n_ids, k=config.kgram_k, embed_size=config.embed_size,
+                                num_inner_layers=config.num_inner_mlp_layers, chunk_size=config.kgram_chunk_size,
+                                input_mode=config.kgram_input_mode)
+    return TransformerModel(n_ids, d_model=config.embed_size, n_heads=config.n_heads, n_blocks=config.n_blocks,
+                            block_size=config.block_size, positional=config.positional, norm=config.norm,
+                            tie_weights=config.tie_weights, dropout=config.dropout)
 
 
 def count_parameters(model: torch.nn.Module, non_embedding: bool = False) -> int:

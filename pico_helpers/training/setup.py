@@ -8,19 +8,36 @@ import torch
 
 from pico_helpers.config import TrainConfig
 
-__all__ = ["pick_device", "use_bf16", "make_optimizer", "lr_at"]
+__all__ = ["pick_device", "check_device_id", "use_bf16", "make_optimizer", "lr_at"]
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # the devices a run can train on; "auto" picks among them
+
+
+def check_device_id(device_id: str | None) -> torch.device | None:
+    """``device_id`` as a torch.device (None for auto), or a ValueError listing the devices a run can use."""
+    if device_id in (None, "", "auto"):
+        return None
+    usable = "cpu, cuda, cuda:N, mps or auto"
+    if not isinstance(device_id, str):
+        raise ValueError(f"device_id must be a string, got {device_id!r}; use {usable}")
+    try:
+        device = torch.device(device_id)
+    except RuntimeError:
+        raise ValueError(f"device_id {device_id!r} is not a torch device; use {usable}") from None
+    if device.type not in DEVICE_TYPES or (device.type == "cpu" and device.index):
+        raise ValueError(f"device_id {device_id!r} is not a device this workbook trains on; use {usable}")
+    return device
 
 
 def pick_device(device_id: str | None = None, verbose: bool = True) -> torch.device:
-    """``device_id`` if it is usable, else cuda > mps > cpu. A missing requested device says so and falls back."""
+    """``device_id`` if it is usable, else cuda > mps > cpu. A missing requested device says so and falls back;
+    a device other than cpu, cuda or mps (meta, xpu, ...) is refused with a ValueError that lists them."""
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     auto = torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    if device_id in (None, "", "auto"):
+    device = check_device_id(device_id)
+    if device is None:
         return auto
-    try:
-        device = torch.device(device_id)
-    except RuntimeError as err:
-        raise ValueError(f"device_id {device_id!r} is not a torch device; use cpu, cuda, cuda:0, mps or auto") from err
     if (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()) or (
             device.type == "mps" and not has_mps):
         fallback = auto if device.type == "cuda" else torch.device("cpu")
