@@ -53,7 +53,7 @@ def test_lstm_learns_and_history_is_complete(setup):
     assert saved["epoch_val_loss"] == history.epoch_val_loss
     assert History.from_json(f"{cfg.output_dir}/lstm/history.json") == history
     ckpt = load_checkpoint(f"{cfg.output_dir}/lstm/checkpoint.pt")
-    assert set(ckpt) == {"model", "optimizer", "config", "run_id", "history"} and position(ckpt) == (2, 0)
+    assert set(ckpt) == {"model", "optimizer", "config", "run_id", "history", "rng"} and position(ckpt) == (2, 0)
     assert ckpt["run_id"] == history.run_id and ckpt["config"] == cfg.replace(bf16=False).to_dict()
     fresh = build_model("lstm_seq", cfg, corpus.vocab)  # the weights load into the model train() was given
     fresh.load_state_dict(ckpt["model"])

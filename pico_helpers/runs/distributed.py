@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import signal
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.distributed as dist
@@ -127,14 +127,18 @@ def train_data_parallel(model: nn.Module, corpus, config, name: str = "model", r
     main = is_main()
     say = print if main else (lambda *args, **kwargs: None)
     store = RunStore(config.output_dir, name)
-    config, optimizer, history = prepare_run(model, corpus, config, name, store if main else None, resume, main, say)
-    history = share_run(history, model, optimizer)
-    for i in range(history.epoch):
-        say(history.epoch_line(i, "(saved)"))
-    if is_complete(history, config):
-        return history
-    hooks = [LossPlot(store, live=False), ProgressLog(config.log_every, steps_per_epoch(corpus, config)),
-             TextSamples(corpus.enc, config.prompt, config.sample_every_s)] if main else []
-    save = (lambda: store.save(model, optimizer, config, history)) if main else (lambda: None)
-    with _stop_flags():
-        return fit(DataParallelLoss(model), optimizer, corpus, config, history, hooks, save, say)
+    with store.writer() if main else nullcontext():  # rank 0 holds the run's lock: one torchrun per run
+        config, optimizer, history = prepare_run(model, corpus, config, name, store if main else None, resume, main,
+                                                 say)
+        history = share_run(history, model, optimizer)
+        for i in range(history.epoch):
+            say(history.epoch_line(i, "(saved)"))
+        if is_complete(history, config):
+            return history
+        if main:
+            store.check_writable()
+        hooks = [LossPlot(store, live=False), ProgressLog(config.log_every, steps_per_epoch(corpus, config)),
+                 TextSamples(corpus.enc, config.prompt, config.sample_every_s)] if main else []
+        save = (lambda: store.save(model, optimizer, config, history)) if main else (lambda: None)
+        with _stop_flags():
+            return fit(DataParallelLoss(model), optimizer, corpus, config, history, hooks, save, say)

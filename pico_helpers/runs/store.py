@@ -6,17 +6,22 @@ import hashlib
 import itertools
 import json
 import os
+import random
+import socket
 import stat
+import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from array import array
 from pathlib import Path
 
 import torch
 
 __all__ = ["RunStore", "atomic_write", "check_run_name", "data_fingerprint", "run_identity", "load_checkpoint",
-           "open_run"]
+           "open_run", "rng_state", "set_rng_state"]
 
-CHECKPOINT_KEYS = ("model", "optimizer", "config", "run_id", "history")  # what train() needs to resume
+CHECKPOINT_KEYS = ("model", "optimizer", "config", "run_id", "history")  # what train() needs to resume; "rng" too
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -52,12 +57,19 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 # --- run identity ---
 
 def check_run_name(name) -> str:
-    """``name`` if it is a plain folder name, else a ValueError (empty, a path separator, '.', '..', absolute)."""
+    """``name`` if it is a plain folder name, else a ValueError (empty, a path separator, '.', '..', absolute, a
+    control character such as a null byte, or longer than a folder name may be)."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"run name must be a non-empty string, got {name!r} (for example name='lstm_3seqs')")
     if name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
         raise ValueError(f"run name {name!r} must be a plain folder name inside output_dir: no '/', '\\', '..' "
                          "or absolute path (for example name='lstm_3seqs')")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):  # a null byte cannot reach the OS; a newline breaks listings
+        raise ValueError(f"run name {name!r} contains a control character (a null byte, newline, ...): use letters, "
+                         "digits, '_' and '-' (for example name='lstm_3seqs')")
+    if len(name.encode("utf-8", "surrogateescape")) > 255:
+        raise ValueError(f"run name {name[:40]!r}... is {len(name.encode('utf-8', 'surrogateescape'))} bytes long; a "
+                         "folder name holds at most 255: use a shorter one (for example name='lstm_3seqs')")
     return name
 
 
@@ -95,6 +107,44 @@ class RunStore:
         self.history = self.folder / "history.json"
         self.figure = self.folder / "loss.png"
 
+    @contextmanager
+    def writer(self):
+        """Hold the run's lock (<output_dir>/.<name>.lock) for the block: a second process on the same run stops at once
+        with a ValueError naming the first. The operating system drops the lock of a process that dies, so a stale lock
+        never blocks. In a folder no lock can be made in (read-only), the block runs without one."""
+        from filelock import FileLock, Timeout
+
+        lock, owner = FileLock(self.folder.parent / f".{self.name}.lock"), self.folder.parent / f".{self.name}.owner"
+        try:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=0)
+        except Timeout:
+            who = owner.read_text().strip() if owner.is_file() else "another process"
+            raise ValueError(f"run {self.name!r} in {self.folder.parent} is being trained by {who}: wait for it to "
+                             "finish (the same call then loads or resumes it), or give this run another name or "
+                             "output_dir") from None
+        except OSError:  # no lock can be made here: only a finished run can be loaded (check_writable says so)
+            yield
+            return
+        try:
+            owner.write_text(f"process {os.getpid()} on {socket.gethostname()} (since "
+                             f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+            yield
+        finally:
+            owner.unlink(missing_ok=True)
+            lock.release()
+
+    def check_writable(self) -> None:
+        """Create the run's folder and write a file in it, before any training: a ValueError that names the folder
+        and the way out if that fails (read-only, not a folder, disk full), instead of an error an epoch later."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.folder / ".write-test", lambda f: f.write(b"ok"))
+            (self.folder / ".write-test").unlink()
+        except OSError as err:
+            raise ValueError(f"cannot write the run's folder {self.folder} ({err.strerror or err}): choose another "
+                             "output_dir (pico.py --output_dir) or make that folder writable") from None
+
     def in_use(self) -> bool:
         """True if the folder exists and holds anything."""
         return self.folder.is_dir() and any(self.folder.iterdir())
@@ -117,9 +167,10 @@ class RunStore:
         return ckpt
 
     def save(self, model, optimizer, config, history) -> None:
-        """Write checkpoint.pt (weights, Adam state, config, run id, History), then history.json, each atomically."""
+        """Write checkpoint.pt (weights, Adam state, config, run id, History, the random generators' states), then
+        history.json, each atomically."""
         checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
-                      "run_id": history.run_id, "history": history.to_dict()}
+                      "run_id": history.run_id, "history": history.to_dict(), "rng": rng_state()}
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self.checkpoint, lambda f: torch.save(checkpoint, f))
         history.to_json(self.history)
@@ -135,8 +186,39 @@ class RunStore:
         k = 1
         while self.folder.with_name(f"{self.name}.prev-{k}").exists():
             k += 1
-        os.replace(self.folder, self.folder.with_name(f"{self.name}.prev-{k}"))
+        try:
+            os.replace(self.folder, self.folder.with_name(f"{self.name}.prev-{k}"))
+        except OSError as err:
+            raise ValueError(f"cannot move the earlier run in {self.folder} aside ({err.strerror or err}): make "
+                             f"{self.folder.parent} writable, or choose another output_dir or run name") from None
         return self.folder.with_name(f"{self.name}.prev-{k}")
+
+
+# --- the random generators training uses ---
+
+def rng_state() -> dict:
+    """The states of torch's generator (CPU and every CUDA device), Python's ``random`` and numpy's, as plain data
+    (numpy's as lists), so that a resumed run draws the same dropout masks as an uninterrupted one."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if "numpy" in sys.modules:  # only if something imported it
+        kind, keys, pos, has_gauss, gauss = sys.modules["numpy"].random.get_state()
+        state["numpy"] = [kind, keys.tolist(), pos, has_gauss, gauss]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state`` saved (the CUDA states only where CUDA is here, numpy's only if it is imported)."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "numpy" in state and "numpy" in sys.modules:
+        np = sys.modules["numpy"]
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
 
 
 # --- resume or start afresh ---
@@ -148,9 +230,19 @@ def open_run(store: RunStore, run_id: str, model, optimizer, config, resume: boo
 
     ckpt = store.load() if resume else None
     if ckpt is not None and ckpt["run_id"] == run_id:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        history = History.from_dict(ckpt["history"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            history = History.from_dict(ckpt["history"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as err:  # edited or damaged by hand
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise ValueError(f"the checkpoint {store.checkpoint} does not match this run ({reason}). Run again with "
+                             "resume=False (pico.py --no_resume): it is then moved aside, unread, and training "
+                             "starts afresh.") from None
+        if "rng" in ckpt:
+            set_rng_state(ckpt["rng"])
+        if store.history.exists() and not _readable_json(store.history):  # a damaged copy: the checkpoint's is right
+            history.to_json(store.history)
         where = (f"{history.epoch} epochs" if history.finished
                  else f"epoch {history.epoch + 1}, step {history.step_in_epoch} of it")
         say(f"[{store.name}] {'already trained' if history.finished else 'resuming'}: {history.step} steps done, "
@@ -162,3 +254,11 @@ def open_run(store: RunStore, run_id: str, model, optimizer, config, resume: boo
                   else f"config changed ({', '.join(changed)})" if changed else "data or model changed")
         say(f"{reason}: the earlier run in {store.folder} was moved to {store.set_aside()} (nothing deleted).")
     return None
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False

@@ -40,6 +40,7 @@ class History:
     samples: list = field(default_factory=list)  # {"step", "greedy", "top_p_0.95"} from the TextSamples callback
     finished: bool = False
     figure: str | None = None  # path of loss.png once written
+    eval_pending: bool = False  # a mid-epoch validation point is due at this step but not recorded yet
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -83,6 +84,8 @@ class History:
                 + (f"{val:.4f}" if val is not None else "n/a (no validation split)")
                 + (f", {speed:,.0f} tokens/s" if speed else "")
                 + (f" (far above ln(vocab) = {uniform:.2f}: lower the learning rate)" if train_loss > 2 * uniform
+                   else f" (still ln(vocab) = {uniform:.2f}, a uniform guess: the model has not learned yet; if it "
+                        "stays there, try another learning rate)" if abs(train_loss - uniform) < 0.02 * uniform
                    else ""))
 
     def to_dict(self) -> dict:
@@ -91,8 +94,25 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> "History":
-        """Rebuild from ``to_dict()``."""
+        """Rebuild from ``to_dict()``; a ValueError naming the field if one has the wrong type (a damaged or
+        hand-edited file)."""
+        if not isinstance(d, dict) or set(d) - {f.name for f in dataclasses.fields(cls)}:
+            raise ValueError(f"not a History: unknown fields {sorted(set(d) - {f.name for f in dataclasses.fields(cls)})}"
+                             if isinstance(d, dict) else f"not a History: a {type(d).__name__}")
         history = cls(**d)
+        number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+        loss = lambda x: x is None or number(x)  # noqa: E731 (None: a non-finite loss, strict JSON has no NaN)
+        checks = {"step_loss": lambda v: all(map(loss, v)), "epoch_end_step": lambda v: all(map(number, v)),
+                  "val_points": lambda v: all(isinstance(p, (list, tuple)) and len(p) == 2 and number(p[0])
+                                              and (p[1] is None or number(p[1])) for p in v),
+                  "epoch_train_loss": lambda v: all(map(loss, v)), "epoch_val_loss": lambda v: all(map(loss, v))}
+        for f in dataclasses.fields(cls):
+            value, default = getattr(history, f.name), f.default_factory() if callable(f.default_factory) else f.default
+            kind = (int, float) if isinstance(default, float) else str if default is None else type(default)
+            ok = isinstance(value, kind) or (value is None and default is None)  # figure: None or a path
+            if not ok or (isinstance(value, list) and not checks.get(f.name, lambda v: True)(value)):
+                raise ValueError(f"History field {f.name!r} holds {type(value).__name__} {str(value)[:60]!r}, "
+                                 f"not {kind.__name__ if isinstance(kind, type) else 'a number'} of the right kind")
         history.val_points = [tuple(p) for p in history.val_points]
         return history
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import itertools
 import math
-import signal
-import threading
 import time
-from contextlib import contextmanager
 
 import torch
 
 from pico_helpers.config import TrainConfig
 from pico_helpers.data import Corpus, iterate_batches
 from pico_helpers.models import count_parameters
+from pico_helpers.runs.interrupts import hold_interrupts, stops_save
 from pico_helpers.runs.store import RunStore, open_run, run_identity
 from pico_helpers.analysis.plots import in_notebook
 from pico_helpers.training.callbacks import LossPlot, ProgressBar, ProgressLog, TextSamples
@@ -24,10 +22,11 @@ from pico_helpers.training.losses import next_token_loss
 from pico_helpers.training.setup import lr_at, make_optimizer, pick_device, use_bf16
 
 __all__ = ["train_step", "evaluate", "train_epoch", "fit",
-           "is_complete", "prepare_run", "train", "Diverged", "VAL_SAMPLE", "TIME_POINTS"]
+           "is_complete", "prepare_run", "check_arguments", "train", "Diverged", "VAL_SAMPLE", "TIME_POINTS"]
 
 VAL_SAMPLE = 256  # held-out sequences scored at a mid-epoch validation point (epoch ends score all of them)
 TIME_POINTS = 12  # mid-epoch validation points over a time budget (time_budget_s)
+DIVERGED_STEPS = 20  # steps in a row with a loss above twice a uniform guess's: the run has diverged
 
 
 class Diverged(ValueError):
@@ -74,24 +73,6 @@ def evaluate(model, dataset, config: TrainConfig | None = None) -> float | None:
 
 # --- one epoch ---
 
-@contextmanager
-def hold_interrupts():
-    """Hold a Ctrl-C until the block is done, so an update and its record happen together or not at all. Only where
-    Python's own handler is in place: a handler of someone else (torchrun's stop flag) already makes Ctrl-C safe."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
-        return
-    caught = []
-    signal.signal(signal.SIGINT, lambda *_: caught.append(True))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if caught:
-        raise KeyboardInterrupt
-
-
 class EvalClock:
     """When the next mid-epoch validation point is due: every ``every`` steps, or with a time budget every
     budget / TIME_POINTS seconds of training steps. eval_every 0 means epoch ends only."""
@@ -122,12 +103,12 @@ def out_of_time(history: History, config: TrainConfig) -> bool:
 def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: History, hooks=()) -> None:
     """Train epoch ``history.epoch`` to its end (or the time budget's), from step ``history.step_in_epoch``.
     Each step's loss enters the History with its update, the epoch's means with its end (a Ctrl-C waits for
-    both), so a checkpoint taken at any interrupt resumes exactly. hooks: callbacks (on_step, on_eval), which
-    also do all the printing.
-    Raises Diverged at a non-finite loss; that step's update is not applied."""
-    device, epoch, done = next(model.parameters()).device, history.epoch, history.step_in_epoch
-    n_steps = steps_per_epoch(corpus, config)
+    both), so a checkpoint taken at any interrupt resumes exactly; a validation point a Ctrl-C interrupted is done
+    again first. hooks: callbacks (on_step, on_eval), which also do all the printing."""
+    epoch, done, n_steps = history.epoch, history.step_in_epoch, steps_per_epoch(corpus, config)
     clock, val_sample = EvalClock(config, n_steps, history), fixed_sample(corpus.val)
+    if history.eval_pending:
+        validation_point(model, val_sample, config, history, hooks)
     corpus.train.set_epoch(epoch)
     batches = iterate_batches(corpus.train, config.batch_size, seed=config.seed, epoch=epoch,
                               bucket=config.bucket_by_length)
@@ -135,28 +116,54 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
     for i, (tokens, mask) in enumerate(itertools.islice(batches, n_steps)):
         if i < done:  # resuming mid-epoch: the batch order is fixed, skip the batches already trained on
             continue
-        t0 = time.perf_counter()
-        tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(history.step, config, config.epochs * n_steps, history.train_time_s)
-        with hold_interrupts():
-            loss = train_step(model, optimizer, tokens, mask, config)
-            if not math.isfinite(loss):
-                raise Diverged(f"[{history.model}] the training loss is {loss} at step {history.step + 1}: learning_rate "
-                               f"{config.learning_rate:g} is probably too high, try {config.learning_rate / 10:g}. "
-                               "Training stopped before that update; the last checkpoint was left as it was.")
-            dt, n_tokens = time.perf_counter() - t0, int(mask.sum())
-            history.record_step(loss, n_tokens, dt)
+        due = lambda h: (clock.due(h) and i + 1 < n_steps and not out_of_time(h, config)  # noqa: E731
+                         and val_sample is not None)  # a mid-epoch point: the epoch's end scores everything anyway
+        loss, n_tokens, dt = step(model, optimizer, tokens, mask, config, history, n_steps, due)
         loss_sum, tokens_done, time_done = loss_sum + loss, tokens_done + n_tokens, time_done + dt
-        if clock.due(history) and i + 1 < n_steps and not out_of_time(history, config) and val_sample is not None:
-            history.val_points.append((history.step, evaluate(model, val_sample, config)))
-            call(hooks, "on_eval", history, model)
+        if history.eval_pending:
+            validation_point(model, val_sample, config, history, hooks)
         call(hooks, "on_step", history, model)
         if out_of_time(history, config):
             break
     val = evaluate(model, corpus.val, config)
     with hold_interrupts():
         history.record_epoch(loss_sum, val, tokens_done / time_done if time_done else None)
+
+
+def step(model, optimizer, tokens, mask, config: TrainConfig, history: History, n_steps: int, due
+         ) -> tuple[float, int, float]:
+    """train_step at the schedule's learning rate, recorded in the History together with its update and whether a
+    validation point is ``due`` (a Ctrl-C waits for all three). Returns (loss, real tokens, seconds).
+    Raises Diverged at a non-finite loss (its update not applied) or a loss stuck far above a uniform guess."""
+    t0, device = time.perf_counter(), next(model.parameters()).device
+    tokens, mask = tokens.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(history.step, config, config.epochs * n_steps, history.train_time_s)
+    with hold_interrupts():
+        loss = train_step(model, optimizer, tokens, mask, config)
+        if not math.isfinite(loss):
+            raise Diverged(f"[{history.model}] the training loss is {loss} at step {history.step + 1}: learning_rate "
+                           f"{config.learning_rate:g} is probably too high, try {config.learning_rate / 10:g}. "
+                           "Training stopped before that update; the last checkpoint was left as it was.")
+        dt, n_tokens = time.perf_counter() - t0, int(mask.sum())
+        history.record_step(loss, n_tokens, dt)
+        history.eval_pending = due(history)
+    uniform, recent = math.log(max(history.vocab_size, 2)), history.step_loss[-DIVERGED_STEPS:]
+    if len(recent) == DIVERGED_STEPS and min(recent) > 2 * uniform:
+        raise Diverged(f"[{history.model}] the training loss stayed above 2 x ln(vocab) = {2 * uniform:.2f} for "
+                       f"{DIVERGED_STEPS} steps (now {loss:.4g}): training diverged; learning_rate "
+                       f"{config.learning_rate:g} is too high, try {config.learning_rate / 10:g}. The run is kept "
+                       "unfinished: its last checkpoint is from before.")
+    return loss, n_tokens, dt
+
+
+def validation_point(model, val_sample, config: TrainConfig, history: History, hooks=()) -> None:
+    """A mid-epoch validation point on the fixed sample, recorded (and the pending mark cleared) at once."""
+    val = evaluate(model, val_sample, config)
+    with hold_interrupts():
+        history.val_points.append((history.step, val))
+        history.eval_pending = False
+    call(hooks, "on_eval", history, model)
 
 
 def steps_per_epoch(corpus: Corpus, config: TrainConfig) -> int:
@@ -195,10 +202,11 @@ def fit(model, optimizer, corpus: Corpus, config: TrainConfig, history: History,
         call(hooks, "on_train_end", history, model)
         save()
     except KeyboardInterrupt:
-        save()
-        say(f"[{history.model}] interrupted: checkpoint saved at epoch {history.epoch + 1}, step "
-            f"{history.step_in_epoch}; run the same call again to continue.")
-        raise
+        with hold_interrupts():  # a second Ctrl-C waits for the checkpoint
+            save()
+        # the message travels with the interrupt (pico.py prints it once, a notebook shows it under the cell)
+        raise KeyboardInterrupt(f"[{history.model}] checkpoint saved at epoch {history.epoch + 1}, step "
+                                f"{history.step_in_epoch}: run it again to continue") from None
     return history
 
 
@@ -236,22 +244,56 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
         name: a plain folder name under output_dir, and the plots' label;
         verbose: the progress lines and the live plot in Jupyter; False prints nothing (errors raise);
         callbacks: more hooks (training.callbacks.Callback), called after the loss plot's and the samples'."""
+    check_arguments(model, corpus, config)
     say = print if verbose else (lambda *args, **kwargs: None)
     live, store = verbose and in_notebook(), RunStore(config.output_dir, name)  # Jupyter: a live plot and a bar
-    config, optimizer, history = prepare_run(model, corpus, config, name, store, resume, verbose, say)
-    for i in range(0 if live else history.epoch):
-        say(history.epoch_line(i, "(saved)"))
-    if is_complete(history, config):
-        return history  # nothing written: a finished run loads from a read-only folder too
+    with store.writer(), stops_save():  # one process per run; SIGTERM saves as Ctrl-C does
+        config, optimizer, history = prepare_run(model, corpus, config, name, store, resume, verbose, say)
+        for i in range(0 if live else history.epoch):
+            say(history.epoch_line(i, "(saved)"))
+        if is_complete(history, config):
+            return history  # nothing written: a finished run loads from a read-only folder too
+        store.check_writable()  # before the first step, not after an epoch
+        return fit(model, optimizer, corpus, config, history, run_hooks(store, corpus, config, live, say, callbacks),
+                   store_saver(store, model, optimizer, config, history), say)
+
+
+def check_arguments(model, corpus, config) -> None:
+    """ValueErrors that say what train() needs, before anything is loaded or written."""
+    from pico_helpers.data.vocab import CorpusVocabModel
+
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}: e.g. TrainConfig.quick(), or "
+                         "TrainConfig(**values) for a dict of values")
+    if not isinstance(corpus, Corpus):
+        raise ValueError(f"corpus must be a Corpus, got {type(corpus).__name__}: load one with load_corpus(config)")
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be a torch module, got {type(model).__name__}: build one with "
+                         "build_model(name, config, corpus.vocab)")
+    wrapped = isinstance(model, CorpusVocabModel)
+    if (corpus.vocab is None and wrapped) or (corpus.vocab is not None and (
+            not wrapped or model.vocab.ids != corpus.vocab.ids)):
+        raise ValueError("the model was built for another vocabulary than this corpus's: build it with "
+                         "build_model(name, config, corpus.vocab) (or wrap a model of corpus.vocab_size outputs with "
+                         "corpus.wrap(model))")
+
+
+def run_hooks(store: RunStore, corpus: Corpus, config: TrainConfig, live: bool, say, callbacks=()) -> list:
+    """train()'s callbacks: the loss plot, the progress (a bar in Jupyter, the starter's lines elsewhere), the text
+    samples, then ``callbacks``."""
     steps = steps_per_epoch(corpus, config)
     progress = ProgressBar(config.epochs * steps, config.time_budget_s) if live else ProgressLog(config.log_every,
                                                                                                steps, say)
-    hooks = [LossPlot(store, live=live), progress, TextSamples(corpus.enc, config.prompt, config.sample_every_s, say),
-             *callbacks]
+    return [LossPlot(store, live=live), progress, TextSamples(corpus.enc, config.prompt, config.sample_every_s, say),
+            *callbacks]
+
+
+def store_saver(store: RunStore, model, optimizer, config: TrainConfig, history: History):
+    """The ``save()`` fit calls: the run's checkpoint and history.json, with the wall time so far."""
     wall0, wall_before = time.perf_counter(), history.wall_time_s
 
     def save() -> None:
         history.wall_time_s = wall_before + time.perf_counter() - wall0
         store.save(model, optimizer, config, history)
 
-    return fit(model, optimizer, corpus, config, history, hooks, save, say)
+    return save
