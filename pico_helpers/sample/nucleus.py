@@ -58,26 +58,39 @@ def nucleus_probs(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.
     return probs.reshape(logits.shape)
 
 
+def _top_cut(probs: torch.Tensor, p: float, k: int):
+    """(cut (B, k) and ids (B, k) of the k largest) if every row's nucleus ends inside its k largest, else None."""
+    top, ids = probs.topk(min(k, probs.shape[-1]), dim=-1)  # (B, k) descending
+    cut = cut_to_nucleus(top, top, p)  # (B, k): zero where a candidate falls below its row's threshold
+    # a row whose candidates all stay may go on beyond them (p not reached, or ties of the threshold): not final
+    return (cut, ids) if (cut == 0).any(dim=-1).all() else None
+
+
 def nucleus_probs_topk(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.0, k: int = TOP_K
                        ) -> torch.Tensor:
     """``nucleus_probs`` without sorting all V probabilities when the nucleus lies within the k largest: the fast
     path. If some row keeps all k (p not reached, or the threshold's ties may go on), it sorts everything instead."""
     probs = _softmax(logits, p, temperature)  # (B, V)
-    if p >= 1.0:
-        return probs.reshape(logits.shape)
-    top = probs.topk(min(k, probs.shape[-1]), dim=-1).values  # (B, k) descending
-    cut = cut_to_nucleus(top, top, p)  # (B, k): zero where a candidate falls below its row's threshold
-    if not (cut == 0).any(dim=-1).all():  # a row whose cut may lie beyond its top k: the plain way
+    if p >= 1.0 or (top := _top_cut(probs, p, k)) is None:
         return nucleus_probs(logits, p, temperature)
-    return cut_to_nucleus(probs, top, p).reshape(logits.shape)  # every id outside the top k is below the threshold
+    cut, ids = top
+    return torch.zeros_like(probs).scatter_(-1, ids, cut).reshape(logits.shape)  # every other id is below the cut
 
 
 def nucleus_sampling(logits: torch.Tensor, p: float = 0.95, temperature: float = 1.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw one token id per row from ``nucleus_probs(logits, p, temperature)`` (computed by the fast path).
+    """Draw one token id per row from ``nucleus_probs(logits, p, temperature)``. The fast path: when every row's
+    nucleus lies within its TOP_K largest, the draw is among those k (a draw over all 50,257 ids costs more than
+    the whole cut), else over the plain nucleus.
     Args: logits (V,) or (B, V); p in (0, 1]; temperature > 0; generator: seeded (global RNG if None).
     Returns ids of shape () for (V,) logits, (B,) for (B, V)."""
-    probs = nucleus_probs_topk(logits, p, temperature).reshape(-1, logits.shape[-1])  # (B, V)
+    probs = _softmax(logits, p, temperature)  # (B, V)
     device = generator.device if generator is not None else probs.device
-    ids = torch.multinomial(probs.to(device), 1, generator=generator)[:, 0].to(probs.device)  # (B,)
-    return ids.reshape(logits.shape[:-1])
+    top = _top_cut(probs, p, TOP_K) if p < 1.0 else None
+    if top is None:  # p = 1, or a nucleus wider than the top k: draw over the whole (cut) distribution
+        cut, ids = nucleus_probs(logits, p, temperature).reshape(probs.shape), None
+    else:
+        cut, ids = top
+    col = torch.multinomial(cut.to(device), 1, generator=generator).to(probs.device)  # (B, 1)
+    drawn = col if ids is None else ids.gather(-1, col)
+    return drawn[:, 0].reshape(logits.shape[:-1])
