@@ -16,7 +16,7 @@ from pico_helpers.config import TrainConfig
 from pico_helpers.data import CorpusVocab, MixedSequenceDataset, load_corpus
 from pico_helpers.models import build_model, count_parameters
 from pico_helpers.runs import RunStore, data_fingerprint, load_checkpoint, run_identity
-from pico_helpers.training import Callback, History, evaluate, pick_device, train
+from pico_helpers.training import Callback, History, evaluate, make_optimizer, pick_device, train
 import pico_helpers.training.loop as loop
 
 
@@ -242,7 +242,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(setup, tmp_path, mo
 def test_train_step_skips_the_update_of_a_non_finite_loss(setup):
     cfg, corpus = setup
     model = build_model("lstm_seq", cfg, corpus.vocab)
-    optimizer = loop.make_optimizer(model, 1e-2)
+    optimizer = make_optimizer(model, 1e-2)
     ids = corpus.vocab.ids
     tokens = torch.tensor([[ids[1], ids[2]], [ids[2], ids[3]], [ids[3], ids[4]]])  # (T, B) GPT-2 ids
     with torch.no_grad():

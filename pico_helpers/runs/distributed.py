@@ -122,7 +122,9 @@ def train_data_parallel(model: nn.Module, corpus, config, name: str = "model", r
     is the global batch); rank 0 alone opens, prints and writes the run's files."""
     from pico_helpers.runs.store import RunStore
     from pico_helpers.training.callbacks import LossPlot, ProgressLog, TextSamples
-    from pico_helpers.training.loop import fit, is_complete, prepare_run, steps_per_epoch
+    from pico_helpers.runs.prepare import prepare_run
+    from pico_helpers.training.loop import fit, is_complete
+    from pico_helpers.training.setup import steps_per_epoch
 
     main = is_main()
     say = print if main else (lambda *args, **kwargs: None)

@@ -12,17 +12,16 @@ import torch
 
 from pico_helpers.config import TrainConfig
 from pico_helpers.data import Corpus, iterate_batches
-from pico_helpers.models import count_parameters
 from pico_helpers.runs.interrupts import hold_interrupts, stops_save
-from pico_helpers.runs.store import RunStore, open_run, run_identity
+from pico_helpers.runs.prepare import check_arguments, prepare_run, run_hooks, store_saver
+from pico_helpers.runs.store import RunStore
 from pico_helpers.analysis.plots import in_notebook
-from pico_helpers.training.callbacks import LossPlot, ProgressBar, ProgressLog, TextSamples
 from pico_helpers.training.history import History
 from pico_helpers.training.losses import next_token_loss
-from pico_helpers.training.setup import lr_at, make_optimizer, pick_device, use_bf16
+from pico_helpers.training.setup import lr_at, steps_per_epoch
 
-__all__ = ["train_step", "evaluate", "train_epoch", "fit",
-           "is_complete", "prepare_run", "check_arguments", "train", "Diverged", "VAL_SAMPLE", "TIME_POINTS"]
+__all__ = ["train_step", "evaluate", "train_epoch", "fit", "is_complete", "train", "Diverged", "VAL_SAMPLE",
+           "TIME_POINTS"]
 
 VAL_SAMPLE = 256  # held-out sequences scored at a mid-epoch validation point (epoch ends score all of them)
 TIME_POINTS = 12  # mid-epoch validation points over a time budget (time_budget_s)
@@ -166,11 +165,6 @@ def validation_point(model, val_sample, config: TrainConfig, history: History, h
     call(hooks, "on_eval", history, model)
 
 
-def steps_per_epoch(corpus: Corpus, config: TrainConfig) -> int:
-    """Batches in an epoch: the training set's, or max_steps_per_epoch if fewer."""
-    return min(math.ceil(len(corpus.train) / config.batch_size), config.max_steps_per_epoch or math.inf)
-
-
 def fixed_sample(val):
     """A fixed, evenly spaced sample of at most VAL_SAMPLE held-out sequences, for the mid-epoch points."""
     if val is None or len(val) <= VAL_SAMPLE:
@@ -215,24 +209,6 @@ def is_complete(history: History, config: TrainConfig) -> bool:
     return history.finished and (history.epoch >= config.epochs or out_of_time(history, config))
 
 
-def prepare_run(model, corpus: Corpus, config: TrainConfig, name: str, store: RunStore | None, resume: bool = True,
-                verbose: bool = True, say=print):
-    """(config with its bf16 resolved, the optimizer, the History) of a run: the earlier run's in ``store`` with the
-    same run id (its weights and Adam state loaded), else a new History (always one when ``store`` is None)."""
-    device = pick_device(config.device_id, verbose=verbose)
-    config = config.replace(bf16=use_bf16(config, device))
-    optimizer = make_optimizer(model.to(device), config.learning_rate)
-    run_id = run_identity(config, corpus, model)
-    history = open_run(store, run_id, model, optimizer, config, resume, say) if store else None
-    if history is None:
-        history = History(model=name, data=corpus.description, run_id=run_id, n_params=count_parameters(model),
-                          vocab_size=corpus.vocab_size)
-        say(f"[{name}] {history.n_params:,} parameters on {device} ({'bf16 autocast' if config.bf16 else 'float32'}"
-            f"); data: {corpus.description}")
-    history.config, history.device, history.bf16 = config.to_dict(), str(device), config.bf16
-    return config, optimizer, history
-
-
 def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str = "model", resume: bool = True,
           verbose: bool = True, callbacks=()) -> History:
     """Train ``model`` on ``corpus`` with ``config``; return its History (also saved as history.json).
@@ -256,44 +232,3 @@ def train(model: torch.nn.Module, corpus: Corpus, config: TrainConfig, name: str
         store.check_writable()  # before the first step, not after an epoch
         return fit(model, optimizer, corpus, config, history, run_hooks(store, corpus, config, live, say, callbacks),
                    store_saver(store, model, optimizer, config, history), say)
-
-
-def check_arguments(model, corpus, config) -> None:
-    """ValueErrors that say what train() needs, before anything is loaded or written."""
-    from pico_helpers.data.vocab import CorpusVocabModel
-
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}: e.g. TrainConfig.quick(), or "
-                         "TrainConfig(**values) for a dict of values")
-    if not isinstance(corpus, Corpus):
-        raise ValueError(f"corpus must be a Corpus, got {type(corpus).__name__}: load one with load_corpus(config)")
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"model must be a torch module, got {type(model).__name__}: build one with "
-                         "build_model(name, config, corpus.vocab)")
-    wrapped = isinstance(model, CorpusVocabModel)
-    if (corpus.vocab is None and wrapped) or (corpus.vocab is not None and (
-            not wrapped or model.vocab.ids != corpus.vocab.ids)):
-        raise ValueError("the model was built for another vocabulary than this corpus's: build it with "
-                         "build_model(name, config, corpus.vocab) (or wrap a model of corpus.vocab_size outputs with "
-                         "corpus.wrap(model))")
-
-
-def run_hooks(store: RunStore, corpus: Corpus, config: TrainConfig, live: bool, say, callbacks=()) -> list:
-    """train()'s callbacks: the loss plot, the progress (a bar in Jupyter, the starter's lines elsewhere), the text
-    samples, then ``callbacks``."""
-    steps = steps_per_epoch(corpus, config)
-    progress = ProgressBar(config.epochs * steps, config.time_budget_s) if live else ProgressLog(config.log_every,
-                                                                                               steps, say)
-    return [LossPlot(store, live=live), progress, TextSamples(corpus.enc, config.prompt, config.sample_every_s, say),
-            *callbacks]
-
-
-def store_saver(store: RunStore, model, optimizer, config: TrainConfig, history: History):
-    """The ``save()`` fit calls: the run's checkpoint and history.json, with the wall time so far."""
-    wall0, wall_before = time.perf_counter(), history.wall_time_s
-
-    def save() -> None:
-        history.wall_time_s = wall_before + time.perf_counter() - wall0
-        store.save(model, optimizer, config, history)
-
-    return save

@@ -1,4 +1,5 @@
-"""What a run is set up with: its device, bf16 or not, the optimizer, and the learning rate of each step.
+"""What a run is set up with: its device, bf16 or not, the optimizer, its steps per epoch and the learning rate of
+each step.
 Used by train() (training/loop.py); pick_device also in 04_transformer.ipynb."""
 from __future__ import annotations
 
@@ -76,3 +77,8 @@ def lr_at(step: int, config: TrainConfig, total_steps: int, elapsed_s: float = 0
     progress = (elapsed_s / config.time_budget_s if config.time_budget_s
                 else (step - config.warmup_steps) / max(1, total_steps - 1 - config.warmup_steps))
     return config.learning_rate * (0.1 + 0.9 * (1 + math.cos(math.pi * min(1.0, progress))) / 2)  # 100% to 10%
+
+
+def steps_per_epoch(corpus, config: TrainConfig) -> int:
+    """Batches in an epoch: the training set's, or max_steps_per_epoch if fewer."""
+    return min(math.ceil(len(corpus.train) / config.batch_size), config.max_steps_per_epoch or math.inf)
