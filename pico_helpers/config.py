@@ -137,7 +137,7 @@ class TrainConfig:
     device_id: str | None = _field(None, "torch device; falls back (with a message) when it is missing; "
                                    "'auto' = cuda > mps > cpu", example="cpu", run_id=False, cli_default="cuda:0")
     bf16: bool | None = _field(None, "bfloat16 autocast; auto: on for CUDA GPUs that support it, off on CPUs, "
-                               "where it trained no faster and to a worse loss (BENCHMARKS.md)", example=False)
+                               "where it trained no faster and to a worse loss (README, Speed)", example=False)
     loss_chunk_size: int | None = _field(None, "rows per fused-loss chunk; default max(128, D // 2)", _at_least(1), 128)
     log_every: int = _field(100, "steps between partial-average lines; 0 = off", _at_least(0), run_id=False)
     eval_every: int | None = _field(None, "steps between validation points; default ~10 a run; 0 = epoch ends only",

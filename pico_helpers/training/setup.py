@@ -51,7 +51,7 @@ def pick_device(device_id: str | None = None, verbose: bool = True) -> torch.dev
 
 def use_bf16(config: TrainConfig, device: torch.device) -> bool:
     """bf16 autocast as ``config.bf16`` says; auto (None): on for CUDA GPUs that support it, off on CPUs, where it
-    trained no faster and reached a worse loss per step (BENCHMARKS.md, "bf16")."""
+    trained no faster (BENCHMARKS.md's bf16 row) and, in an earlier probe, to a worse loss per step (README, Speed)."""
     if config.bf16 is not None:
         return config.bf16
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
