@@ -12,6 +12,13 @@ from pico_helpers.analysis import (FeatureBrowser, FeatureIndex, LiveLossPlot, S
                                    plot_histories, plot_history, position_losses, sae_features, sae_metrics,
                                    saved_sae, sequence_losses, story_activations, token_structure_plot,
                                    top_activations, train_sae, trained_sae)
+from pico_helpers.analysis.seeds import (Paired, SeedStudy, Timing, over_seeds, paired_difference, speedup,
+                                         time_repeats, timing)
+from pico_helpers.analysis.coherence import (Sample, SettingRow, Summary, distinct_n, grid_table, measure_grid,
+                                             plot_tradeoff, repetition, sample_grid, score_samples, setting_label,
+                                             story_openings, summarise)
+from pico_helpers.analysis.heads import (attention_weights, head_scores, head_type, heads_table, scores_from_weights,
+                                         story_windows)
 from pico_helpers.config import MODEL_NAMES, TrainConfig, find_repo_root, quick_mode
 from pico_helpers.data import (Corpus, CorpusVocab, CorpusVocabModel, MixedSequenceDataset, collate, generate_3seqs,
                                get_tokenizer, iterate_batches, load_corpus, load_text_file, load_tinystories,
@@ -37,6 +44,12 @@ __all__ = [
     "train_sae", "SAEConfig", "SAERun", "StoryActivations", "annotate_features", "held_out_loss_recovered",
     "load_sae", "sae_features", "saved_sae", "story_activations", "trained_sae", "FeatureBrowser", "FeatureIndex",
     "feature_browser",
+    # analysis: paired seeds and timings with spreads (02_kgram_mlp, 04_transformer, 06_experiments)
+    "Paired", "SeedStudy", "Timing", "over_seeds", "paired_difference", "speedup", "time_repeats", "timing",
+    # analysis: samples measured (05_sampling) and attention heads scored (06_experiments, E5)
+    "Sample", "SettingRow", "Summary", "distinct_n", "grid_table", "measure_grid", "plot_tradeoff", "repetition",
+    "sample_grid", "score_samples", "setting_label", "story_openings", "summarise", "attention_weights", "head_scores",
+    "head_type", "heads_table", "scores_from_weights", "story_windows",
     # config
     "MODEL_NAMES", "TrainConfig", "find_repo_root", "quick_mode",
     # data

@@ -103,6 +103,9 @@ class TrainConfig:
                                                 example="TinyStories-valid.txt")  # the fingerprint covers them
     block_size: int = _field(1024, "maximum tokens per example", _at_least(2))  # 2 tokens make one next-token pair
     test_fraction: float = _field(0.1, "held-out validation fraction", _between(0, 1, high_open=True))
+    test_split: float = _field(0.0, "share of the training source's stories and lines held out, before anything "
+                               "else, as a test set (corpus.test): the same for every seed, scored once for the "
+                               "final numbers, never used to choose a setting", _between(0, 1, high_open=True))
     long_examples: str = _field("windows", "examples over block_size tokens: split into windows (every token used) "
                                 "or truncate as the starter does", choices=("windows", "truncate"))
     bucket_by_length: bool = _field(True, "batch sequences of similar length together (less padding)")

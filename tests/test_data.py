@@ -10,7 +10,7 @@ from pico_helpers.config import TrainConfig
 from pico_helpers.data.tokenizer import get_tokenizer
 from pico_helpers.data import (MixedSequenceDataset, collate, generate_3seqs, iterate_batches, load_corpus,
                                load_text_file, load_tinystories, padding_fraction, read_tinystories_file,
-                               overlap, split_train_val)
+                               drop_seen, overlap, split_train_val)
 
 
 def test_committed_3seqs_is_the_generator_output():
@@ -207,7 +207,10 @@ def test_long_stories_are_split_into_windows_that_keep_every_pair(enc, tinystori
         assert "every token used" in corpus.description
         # every (position, target) pair of a story is in exactly one window, on its story's side of the split
         pairs = lambda seqs: sorted((s[i], s[i + 1]) for s in seqs for i in range(len(s) - 1))  # noqa: E731
-        assert pairs(train) == pairs(train_stories) and pairs(val) == pairs(val_stories)
+        assert pairs(train) == pairs(train_stories)
+        # the validation stories' windows, less those that also occur in training (a loss there measures memory)
+        windows = [s[i:i + block_size] for s in val_stories for i in range(0, len(s) - 1, block_size - 1)]
+        assert val == [w for w in windows if tuple(w) not in set(map(tuple, train))]
         # consecutive windows overlap by one token, so joined again they give the story back
         joined, k = [], 0
         for story in train_stories:
@@ -228,11 +231,15 @@ def test_load_corpus_3seqs(enc):
     cfg = TrainConfig.quick(long_examples="truncate")
     full = load_corpus(cfg.replace(vocab="full"))
     assert full.vocab_size == 50257 and full.sources == {"tinystories": 0, "files": 10000}
-    assert len(full.train) + len(full.val) == 10000 and 900 < len(full.val) < 1100  # ~10% of the distinct lines
     assert "3seqs.txt" in full.description and "padding" in full.description
     corpus = load_corpus(cfg)  # the default: the corpus vocabulary of the training split's ids
     lines = load_text_file("input_files/3seqs.txt", enc)
-    train_lines = split_train_val(lines, cfg.test_fraction, cfg.seed)[0]
+    train_lines, val_lines = split_train_val(lines, cfg.test_fraction, cfg.seed)
+    assert len(full.train) == len(train_lines) and 900 < len(val_lines) < 1100  # ~10% of the distinct lines
+    # truncated to 32 tokens, many held-out lines equal a training line's start: those are not scored
+    kept, dropped = drop_seen([s[:32] for s in train_lines], [s[:32] for s in val_lines])
+    assert full.val.other == kept and dropped > 0 and not set(map(tuple, kept)) & set(map(tuple, full.train.other))
+    assert f"{dropped:,} of {len(val_lines):,} validation windows dropped" in full.description
     assert corpus.enc is full.enc and corpus.vocab.ids == sorted({t for s in train_lines for t in s})
     for other in (cfg.replace(long_examples="windows"), cfg.replace(block_size=8)):  # the whole lines' ids, always
         assert load_corpus(other).vocab.ids == corpus.vocab.ids
@@ -263,7 +270,23 @@ def test_validation_scores_each_held_out_sequence_once(tinystories_file):
     corpus = load_corpus(cfg)
     items = [tuple(corpus.val[i]) for i in range(len(corpus.val))]
     n_tiny, n_lines = len(corpus.val.tinystories), len(corpus.val.other)
-    assert len(corpus.val) == n_tiny + n_lines and n_tiny >= 4 and 900 < n_lines < 1100  # ~10% of each by content
+    # ~10% of each by content, less the truncated lines that also occur in training (test_load_corpus_3seqs)
+    assert len(corpus.val) == n_tiny + n_lines and n_tiny >= 4 and 400 < n_lines < 1100
     assert items[:n_tiny] == [tuple(s) for s in corpus.val.tinystories]
     only_tiny = load_corpus(cfg.replace(tinystories_weight=1.0))
     assert only_tiny.sources["files"] == 0 and len(only_tiny.val.other) == 0, "weight 1 never draws the files"
+
+
+def test_no_held_out_window_occurs_in_training():
+    # 3seqs at block 64: lines are split by content, yet 53 of the 1,051 validation windows equal a training window
+    # (the issue that found this); none of them is scored, and the description says how many were dropped.
+    corpus = load_corpus(TrainConfig.quick(block_size=64))
+    assert overlap(corpus.train.other, corpus.val.other) == 0
+    assert "53 of 1,051 validation windows dropped (they also occur in training)" in corpus.description
+    for seed in (0, 1):
+        with_test = load_corpus(TrainConfig.quick(block_size=64, test_split=0.05, seed=seed))
+        train, val, test = with_test.train.other, with_test.val.other, with_test.test.other
+        assert overlap(train, val) == overlap(train, test) == 0 and 400 < len(test) < 700
+    # one test set whatever the run's seed (it comes off first, with a fixed seed), apart from the training lines
+    assert with_test.test.other == load_corpus(TrainConfig.quick(block_size=64, test_split=0.05)).test.other
+    assert load_corpus(TrainConfig.quick(block_size=64)).test is None  # test_split 0: no test set

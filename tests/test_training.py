@@ -331,7 +331,27 @@ def test_loss_plot_has_log_axis_and_labels(setup, tmp_path):
     assert ax.get_yscale() == "log" and "step" in ax.get_xlabel() and "nats" in ax.get_ylabel()
     assert ax.get_title() == "LSTM on 3seqs: training and validation loss"
     assert [line.get_label() for line in ax.lines][1:] == ["lstm_3seqs: training loss (running mean of 5 steps)",
-                                                          "lstm_3seqs: validation loss"]
+                                                          f"lstm_3seqs: validation loss (all {len(corpus.val)} "
+                                                          "held-out sequences)"]
+
+
+def test_every_point_of_a_validation_curve_scores_the_same_sequences(setup, tmp_path, monkeypatch):
+    # A held-out set larger than the sample: every point of val_points, epoch ends included, scores the same fixed
+    # sample, and the whole set is scored at epoch ends on its own (epoch_val_loss, val_loss), never on the curve.
+    cfg, corpus = setup
+    monkeypatch.setattr(loop, "VAL_SAMPLE", 50)
+    cfg = cfg.replace(output_dir=str(tmp_path), epochs=2, max_steps_per_epoch=6, eval_every=2)
+    model = build_model("lstm_seq", cfg, corpus.vocab)
+    h = train(model, corpus, cfg, name="protocol", verbose=False)
+    sample = loop.fixed_sample(corpus.val)
+    assert len(sample) == 50 < len(corpus.val) == h.val_size and h.val_sample_size == 50
+    assert [s for s, _ in h.val_points] == [2, 4, 6, 8, 10, 12]  # mid-epoch points and both epoch ends
+    assert h.val_points[-1][1] == pytest.approx(evaluate(model, sample, cfg), abs=1e-5)
+    assert h.val_loss == h.epoch_val_loss[-1] == pytest.approx(evaluate(model, corpus.val, cfg), abs=1e-5)
+    assert h.val_loss != pytest.approx(h.val_points[-1][1], abs=1e-6)  # two sets, kept apart
+    labels = [line.get_label() for line in plots.loss_figure(h).axes[0].lines]
+    assert f"protocol: validation loss (the same 50 of {len(corpus.val)} held-out sequences at every point)" in labels
+    assert f"protocol: validation loss, all {len(corpus.val)} held-out sequences (epoch ends)" in labels
 
 
 # --- devices and models ---

@@ -5,9 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-__all__ = ["plot_history", "plot_histories", "loss_figure", "loss_title", "label_axes", "LiveLossPlot", "LIVE_MARK",
-           "in_notebook",
-           "new_axes", "bare_figure", "png_image", "running_mean"]
+__all__ = ["plot_history", "plot_histories", "val_set", "loss_figure", "loss_title", "label_axes", "LiveLossPlot",
+           "LIVE_MARK", "in_notebook", "new_axes", "bare_figure", "png_image", "running_mean"]
 
 LOSS_LABEL = "loss (cross-entropy, nats per token)"
 LIVE_MARK = "pico_live"  # output metadata of the live training plot: the export leaves it out of cells with a figure
@@ -121,8 +120,20 @@ def plot_history(history, ax=None, title: str | None = None, smooth: int | None 
     val = [(s, v) for s, v in history.val_points if v is not None]
     if val:
         ax.plot(*zip(*val), "o--", ms=4, lw=1.0, color=color, mec="black", mfc="white",
-                label=f"{history.model}: validation loss")
+                label=f"{history.model}: validation loss{val_set(history)}")
+    if 0 < history.val_sample_size < history.val_size:  # the whole set, scored at epoch ends only: its own markers
+        ends = [(s, v) for s, v in zip(history.epoch_end_step, history.epoch_val_loss) if v is not None]
+        ax.plot(*zip(*ends), "D", ms=5, color=color, mec="black",
+                label=f"{history.model}: validation loss, all {history.val_size:,} held-out sequences (epoch ends)")
     return _finish_axes(ax, title or loss_title(history))
+
+
+def val_set(history) -> str:
+    """What every point of a run's validation curve scores, for a legend: " (all 998 held-out sequences)" or
+    " (the same 256 of 2,093 held-out sequences at every point)"; "" for a run saved before these were recorded."""
+    n, sample = history.val_size, history.val_sample_size
+    return ("" if not n else f" (all {n:,} held-out sequences)" if sample >= n
+            else f" (the same {sample:,} of {n:,} held-out sequences at every point)")
 
 
 def plot_histories(histories: dict, title: str, ax=None, what: str = "val"):
@@ -138,6 +149,8 @@ def plot_histories(histories: dict, title: str, ax=None, what: str = "val"):
                 ax.plot(*zip(*points), "o-", ms=3, label=label)
         else:
             ax.plot(range(1, len(h.step_loss) + 1), running_mean(h.step_loss, _window(len(h.step_loss))), label=label)
+    sets = {val_set(h) for h in histories.values()}  # the runs' validation curves: on which held-out sequences
+    title += sets.pop().replace(" (", ": validation on ", 1).rstrip(")") if what == "val" and len(sets) == 1 else ""
     return _finish_axes(ax, title, ("validation " if what == "val" else "training (running mean) ") + LOSS_LABEL)
 
 

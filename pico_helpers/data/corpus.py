@@ -11,10 +11,11 @@ import torch
 
 from pico_helpers.data.sources import TINYSTORIES_ENV, TINYSTORIES_HUB, load_text_file, load_tinystories, require_file
 
-__all__ = ["split_train_val", "overlap", "VALID_STORIES", "MixedSequenceDataset", "HeldOutSet", "collate",
+__all__ = ["split_train_val", "overlap", "drop_seen", "VALID_STORIES", "TEST_SEED", "MixedSequenceDataset", "HeldOutSet", "collate",
            "iterate_batches", "padding_fraction", "Corpus", "load_corpus", "PAD_ID"]
 
 VALID_STORIES = 1000  # stories read from a separate validation file
+TEST_SEED = 12345  # the test split's shuffle: one test set whatever a run's seed
 PAD_ID = 0  # right padding; masked out of every loss (it is GPT-2's "!", a real token)
 
 
@@ -37,6 +38,15 @@ def overlap(train: list, val: list) -> int:
     """How many validation sequences also occur, token for token, in the training list."""
     seen = set(map(tuple, train))
     return sum(tuple(s) in seen for s in val)
+
+
+def drop_seen(train: list, held_out: list) -> tuple[list, int]:
+    """``held_out`` without the examples that also occur, token for token, in ``train``, and how many were dropped.
+    Whole lines are split by content, but a model is scored on windows, and two different lines can share a window
+    (3seqs at block 64: 53 of 1,051 validation windows): a loss on such a window measures memory, not prediction."""
+    seen = set(map(tuple, train))
+    kept = [s for s in held_out if tuple(s) not in seen]
+    return kept, len(held_out) - len(kept)
 
 
 class MixedSequenceDataset(torch.utils.data.Dataset):
@@ -131,7 +141,8 @@ def padding_fraction(dataset, batch_size: int, bucket: bool, seed: int = 0) -> f
 
 @dataclass
 class Corpus:
-    """Train and validation datasets for a run (GPT-2 ids), the tokenizer (text <-> GPT-2 ids) and a description.
+    """Train, validation and test datasets for a run (GPT-2 ids), the tokenizer (text <-> GPT-2 ids) and a
+    description. Settings are chosen on ``val``; ``test`` (None unless config.test_split) is apart from every choice.
     ``vocab``: the CorpusVocab of the training split (its models predict ``vocab_size`` = vocab.n_vocab ids), or None:
     models over all of GPT-2's ids."""
 
@@ -142,6 +153,7 @@ class Corpus:
     description: str
     sources: dict = field(default_factory=dict)
     vocab: "CorpusVocab | None" = None
+    test: "HeldOutSet | None" = None  # config.test_split of the training source: scored once, for the final numbers
 
     def wrap(self, model):
         """``model`` (built with ``vocab_size`` outputs) as the outside sees it: GPT-2 ids in, GPT-2 logits out."""
@@ -176,21 +188,25 @@ def _examples(seqs: list, block_size: int, long_examples: str) -> list:
     return [s[i:i + block_size] for s in seqs for i in range(0, max(len(s) - 1, 1), block_size - 1)]
 
 
-def _describe(config, parts: list, whole: list, train, val, splits, vocab, enc) -> str:
+def _describe(config, parts: list, whole: list, train, val, splits, vocab, enc, test=None, dropped=None) -> str:
     """One line on a corpus: its sources, sizes, padding, leaks between the splits and its vocabulary."""
     n_tokens = sum(map(len, whole))
     kept = sum(min(len(s), config.block_size) for s in whole) / max(n_tokens, 1)
     pad = [padding_fraction(train, config.batch_size, b, config.seed) for b in (False, config.bucket_by_length)]
-    leaks = [overlap(*pair) for pair in splits]
+    leaks = [overlap(train_, val_) for train_, val_, _ in splits]
     unseen = sum(vocab.to_model(s).count(vocab.other_id) for s in val) if vocab and val else 0  # never trained on
     return (" + ".join(parts) + f", tinystories_weight {config.tinystories_weight}, block_size "
             f"{config.block_size}, {n_tokens:,} tokens ("
             + ("longer examples in windows: every token used" if config.long_examples == "windows"
                else f"examples truncated: {kept:.0%} of the tokens used")
-            + f"), {len(train):,} train / {len(val) if val else 0:,} val sequences, padding {pad[0]:.0%}"
+            + f"), {len(train):,} train / {len(val) if val else 0:,} val"
+            + (f" / {len(test):,} test (stories and lines held out before any choice)" if test else "")
+            + f" sequences, padding {pad[0]:.0%}"
             + (f" -> {pad[1]:.0%} (bucketed by length)" if config.bucket_by_length else "")
             + "".join(f", {n:,} validation {what} also in training" for n, what, pair
                       in zip(leaks, ("stories", "lines"), splits) if pair[1])
+            + "".join(f", {n:,} of {total:,} {what} windows dropped (they also occur in training)"
+                      for what, (n, total) in (dropped or {}).items() if n)
             + (f", corpus vocabulary of {len(vocab.ids):,} ids + other ({unseen:,} validation tokens unseen "
                "in training)" if vocab else f", full vocabulary of {enc.n_vocab:,} ids"))
 
@@ -243,18 +259,40 @@ def load_corpus(config, enc=None) -> Corpus:
             valid_seqs = tokens("tiny", valid, _mtime(valid), VALID_STORIES)
             parts[-1] += f"; validation: {len(valid_seqs):,} stories of {Path(valid).name}"
         parts[-1] += ")"
-    # Split whole stories and lines first, then cut them: a story's windows never straddle train and validation.
-    splits = [split_train_val(seqs, config.test_fraction, config.seed) for seqs in (tiny_seqs, files_seqs)]
-    if valid_seqs is not None:
-        splits[0] = (tiny_seqs, valid_seqs)
+    splits = [_three_way(tiny_seqs, config, valid_seqs), _three_way(files_seqs, config)]
     # The vocabulary of the whole training lines and stories, so no block_size or truncation changes it.
     vocab = CorpusVocab.from_sequences(splits[0][0] + splits[1][0], enc.n_vocab) if config.vocab == "corpus" else None
-    cut = functools.partial(_examples, block_size=config.block_size, long_examples=config.long_examples)
-    (tiny_train, tiny_val), (file_train, file_val) = [map(cut, pair) for pair in splits]
+    (tiny_train, tiny_val, tiny_test), (file_train, file_val, file_test), dropped = _windows(config, splits)
     _check_pairs(parts, tiny_train + file_train, tiny_val + file_val)
     train = MixedSequenceDataset(tiny_train, file_train, config.tinystories_weight, seed=config.seed)
     val = HeldOutSet(tiny_val, file_val) if (tiny_val or file_val) else None
-    description = _describe(config, parts, tiny_seqs + files_seqs, train, val, splits, vocab, enc)
+    test = HeldOutSet(tiny_test, file_test) if (tiny_test or file_test) else None
+    description = _describe(config, parts, tiny_seqs + files_seqs, train, val, splits, vocab, enc, test, dropped)
     return Corpus(train=train, val=val, enc=enc, vocab_size=vocab.n_vocab if vocab else enc.n_vocab,
                   description=description, sources={"tinystories": len(tiny_seqs), "files": len(files_seqs)},
-                  vocab=vocab)
+                  vocab=vocab, test=test)
+
+
+def _three_way(seqs: list, config, validation: list | None = None) -> tuple[list, list, list]:
+    """Whole stories or lines -> (train, validation, test), by content, before any cutting (a story's windows never
+    straddle two splits). The test share comes off first with a fixed seed, so every run seed has the same test set;
+    the validation share then comes off the rest with the run's seed, as the starter's split does, unless a separate
+    ``validation`` list (a validation file's stories) is given: then the rest all trains."""
+    rest, test = split_train_val(seqs, config.test_split, TEST_SEED) if config.test_split else (seqs, [])
+    return (rest, validation, test) if validation is not None else (*split_train_val(rest, config.test_fraction,
+                                                                                     config.seed), test)
+
+
+def _windows(config, splits: list) -> tuple[list, list, list]:
+    """Each source's (train, val, test) cut into examples, with the held-out windows that also occur in training
+    dropped (drop_seen); and, per held-out split, how many were dropped of how many."""
+    cut = functools.partial(_examples, block_size=config.block_size, long_examples=config.long_examples)
+    out, dropped = [], {"validation": [0, 0], "test": [0, 0]}  # split -> [dropped, windows before]
+    for train, *held_out in splits:
+        train, kept = cut(train), []
+        for what, windows in zip(dropped, map(cut, held_out)):
+            windows, n = drop_seen(train, windows)
+            dropped[what][0], dropped[what][1] = dropped[what][0] + n, dropped[what][1] + n + len(windows)
+            kept.append(windows)
+        out.append((train, *kept))
+    return out[0], out[1], dropped

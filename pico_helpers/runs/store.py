@@ -74,11 +74,11 @@ def check_run_name(name) -> str:
 
 
 def data_fingerprint(corpus) -> str:
-    """sha256 over every sequence (lengths and token ids) of the train and validation splits: the same data,
+    """sha256 over every sequence (lengths and token ids) of the train, validation (and test) splits: the same data,
     tokenized the same way, gives the same fingerprint whatever its files' paths or description."""
     h = hashlib.sha256(f"vocab {corpus.vocab_size}".encode())
     h.update(array("q", corpus.vocab.ids if corpus.vocab else []).tobytes())  # the ids the model predicts
-    for split in (corpus.train, corpus.val):
+    for split in (corpus.train, corpus.val) + ((corpus.test,) if getattr(corpus, "test", None) else ()):
         # the datasets keep their two sources (TinyStories, files); the mixture's item order changes by epoch
         for seqs in [split.tinystories, split.other] if split is not None else [[]]:
             h.update(len(seqs).to_bytes(8, "little"))

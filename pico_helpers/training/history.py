@@ -17,8 +17,10 @@ __all__ = ["History"]
 class History:
     """One run's record, and its position: ``epoch`` and ``step_in_epoch`` say where it resumes.
 
-    Losses are nats per real target token; ``val_points``: (step, validation loss) every ``eval_every`` steps
-    (a fixed sample) and at each epoch end (all of it, also ``epoch_val_loss``)."""
+    Losses are nats per real target token. One protocol per curve: ``val_points`` are (step, validation loss) every
+    ``eval_every`` steps and at each epoch end, all on the same fixed sample of the held-out set (``val_sample_size``
+    of its ``val_size`` sequences; all of them when it is small); ``epoch_val_loss`` scores the whole held-out set at
+    each epoch end, and ``val_loss`` is the last of those: the number a run reports."""
 
     model: str = "model"  # the run's name
     data: str = ""  # the corpus's description
@@ -32,7 +34,9 @@ class History:
     val_points: list = field(default_factory=list)  # (step, validation loss)
     epoch_end_step: list = field(default_factory=list)  # steps done at each epoch end
     epoch_train_loss: list = field(default_factory=list)  # mean step loss of each epoch
-    epoch_val_loss: list = field(default_factory=list)  # None without a validation split
+    epoch_val_loss: list = field(default_factory=list)  # the whole held-out set; None without a validation split
+    val_size: int = 0  # held-out sequences (windows) in the whole set
+    val_sample_size: int = 0  # of them, the fixed sample that every point of val_points scores
     epoch_tokens_per_s: list = field(default_factory=list)  # training throughput of each epoch
     tokens_seen: int = 0  # real (unpadded) tokens trained on
     train_time_s: float = 0.0  # time inside training steps
@@ -46,6 +50,11 @@ class History:
     def tokens_per_s(self) -> float | None:
         """Training throughput of the whole run: tokens_seen / train_time_s."""
         return self.tokens_seen / self.train_time_s if self.train_time_s else None
+
+    @property
+    def val_loss(self) -> float | None:
+        """The validation loss of the whole held-out set at the last epoch end: the number a run reports."""
+        return next((v for v in reversed(self.epoch_val_loss) if v is not None), None)
 
     @property
     def step(self) -> int:
@@ -67,13 +76,15 @@ class History:
         self.step_loss.append(loss)
         self.tokens_seen, self.train_time_s = self.tokens_seen + n_tokens, self.train_time_s + seconds
 
-    def record_epoch(self, loss_sum: float, val_loss: float | None, tokens_per_s: float | None) -> None:
-        """The epoch in progress is done: its mean step loss (from the sum of its step losses) and validation loss.
-        The epoch's end step goes last, since it moves the run on to the next epoch."""
+    def record_epoch(self, loss_sum: float, val_loss: float | None, val_point: float | None,
+                     tokens_per_s: float | None) -> None:
+        """The epoch in progress is done: its mean step loss (from the sum of its step losses), the whole held-out
+        set's loss and the fixed sample's (``val_point``, for val_points). The epoch's end step goes last, since it
+        moves the run on to the next epoch."""
         self.epoch_train_loss.append(loss_sum / max(self.step_in_epoch, 1))
         self.epoch_val_loss.append(val_loss)
         self.epoch_tokens_per_s.append(tokens_per_s)
-        self.val_points += [(self.step, val_loss)] if val_loss is not None else []
+        self.val_points += [(self.step, val_point)] if val_point is not None else []
         self.epoch_end_step.append(self.step)
 
     def epoch_line(self, i: int, mark: str) -> str:

@@ -23,7 +23,7 @@ from pico_helpers.training.setup import lr_at, steps_per_epoch
 __all__ = ["train_step", "evaluate", "train_epoch", "fit", "is_complete", "train", "Diverged", "VAL_SAMPLE",
            "TIME_POINTS"]
 
-VAL_SAMPLE = 256  # held-out sequences scored at a mid-epoch validation point (epoch ends score all of them)
+VAL_SAMPLE = 256  # held-out sequences scored at every validation point (epoch ends also score all of them)
 TIME_POINTS = 12  # mid-epoch validation points over a time budget (time_budget_s)
 DIVERGED_STEPS = 20  # steps in a row with a loss above twice a uniform guess's: the run has diverged
 
@@ -106,6 +106,7 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
     again first. hooks: callbacks (on_step, on_eval), which also do all the printing."""
     epoch, done, n_steps = history.epoch, history.step_in_epoch, steps_per_epoch(corpus, config)
     clock, val_sample = EvalClock(config, n_steps, history), fixed_sample(corpus.val)
+    history.val_size, history.val_sample_size = (len(corpus.val), len(val_sample)) if corpus.val else (0, 0)
     if history.eval_pending:
         validation_point(model, val_sample, config, history, hooks)
     corpus.train.set_epoch(epoch)
@@ -124,9 +125,10 @@ def train_epoch(model, optimizer, corpus: Corpus, config: TrainConfig, history: 
         call(hooks, "on_step", history, model)
         if out_of_time(history, config):
             break
-    val = evaluate(model, corpus.val, config)
+    val = evaluate(model, corpus.val, config)  # the whole held-out set; the curve's point scores its sample
+    point = val if val_sample is corpus.val else evaluate(model, val_sample, config)
     with hold_interrupts():
-        history.record_epoch(loss_sum, val, tokens_done / time_done if time_done else None)
+        history.record_epoch(loss_sum, val, point, tokens_done / time_done if time_done else None)
 
 
 def step(model, optimizer, tokens, mask, config: TrainConfig, history: History, n_steps: int, due
@@ -157,7 +159,8 @@ def step(model, optimizer, tokens, mask, config: TrainConfig, history: History, 
 
 
 def validation_point(model, val_sample, config: TrainConfig, history: History, hooks=()) -> None:
-    """A mid-epoch validation point on the fixed sample, recorded (and the pending mark cleared) at once."""
+    """A mid-epoch validation point on the fixed sample (the one every point of the curve scores), recorded (and
+    the pending mark cleared) at once."""
     val = evaluate(model, val_sample, config)
     with hold_interrupts():
         history.val_points.append((history.step, val))
@@ -166,7 +169,7 @@ def validation_point(model, val_sample, config: TrainConfig, history: History, h
 
 
 def fixed_sample(val):
-    """A fixed, evenly spaced sample of at most VAL_SAMPLE held-out sequences, for the mid-epoch points."""
+    """A fixed, evenly spaced sample of at most VAL_SAMPLE held-out sequences, for every point of the curve."""
     if val is None or len(val) <= VAL_SAMPLE:
         return val
     return torch.utils.data.Subset(val, [i * len(val) // VAL_SAMPLE for i in range(VAL_SAMPLE)])

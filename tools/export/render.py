@@ -11,13 +11,16 @@ from pico_helpers.workbook.display import RESULT_MARK, SOURCE_MARK
 from pico_helpers.workbook.notebook_answers import ROOT, repo_path
 from tools.export.notebooks import Answer, Notebook, cell_key, clean_stream_text
 
-__all__ = ["Renderer", "source_link", "EVIDENCE_LINE", "UNANSWERED", "QUICK_NOTE"]
+__all__ = ["Renderer", "source_link", "anchor", "EVIDENCE_LINE", "UNANSWERED", "QUICK_NOTE", "APPENDIX"]
 
 EVIDENCE_LINE = "**Evidence** from"
 UNANSWERED = "_Unanswered so far._"
 # The answer text is written for the full run; in quick mode the figures above it are smoke-sized.
 QUICK_NOTE = "> Quick run: the evidence above comes from smoke-sized runs; the text describes the full run."
 MAX_LOG_LINES = 8  # longer printed text is a training log: it stays in the notebook
+APPENDIX = "appendix.md"  # beside the figures in answers_files/: the long tables, linked from their answers
+APPENDIX_ROWS, APPENDIX_BYTES = 12, 2000  # a markdown output longer than either goes to the appendix
+_NOT_IN_ANCHOR = re.compile(r"[^\w\- ]")  # GitHub's heading anchor: lower case, these dropped, spaces as "-"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = "_(interactive widget: open the notebook)_"
 LIVE_MARK = "pico_live"  # the live training plot's output metadata (pico_helpers/analysis/plots.py): never evidence
@@ -32,6 +35,17 @@ def _text_block(text: str) -> str:
         return f"_({n} lines of log omitted; see the notebook)_"
     fence = "`" * (max((len(m) for m in re.findall(r"`{3,}", text)), default=2) + 1)
     return f"{fence}text\n{text}\n{fence}"
+
+
+def anchor(heading: str) -> str:
+    """The anchor GitHub gives a markdown heading: lower case, punctuation dropped, spaces as "-"."""
+    return _NOT_IN_ANCHOR.sub("", heading.lower()).replace(" ", "-")
+
+
+def _is_long(markdown: str) -> bool:
+    """True for a table of more than APPENDIX_ROWS rows or a block over APPENDIX_BYTES: appendix material."""
+    rows = sum(line.startswith("|") for line in markdown.splitlines()) - 2  # less the header and the --- line
+    return rows > APPENDIX_ROWS or len(markdown.encode("utf-8")) > APPENDIX_BYTES
 
 
 def _image(bundle: dict):
@@ -78,6 +92,17 @@ class Renderer:
     out_dir: Path
     warnings: list[str]
     figures: dict = field(default_factory=dict)
+    appendix: list = field(default_factory=list)  # sections of answers_files/appendix.md
+
+    def _to_appendix(self, answer: Answer, markdown: str) -> str:
+        """Move a long output to the appendix; return the line that links to it from the answer."""
+        heading = f"{answer.id}, table {sum(s.startswith(f'## {answer.id}, ') for s in self.appendix) + 1}"
+        self.appendix.append(f"## {heading}\n\n{markdown}\n")
+        rows = sum(line.startswith("|") for line in markdown.splitlines()) - 2
+        size = f"{rows} rows" if rows > 0 else f"{len(markdown.encode('utf-8')) / 1024:.1f} KB"
+        first = next((line.replace("**", "").strip() for line in markdown.splitlines() if line.strip()), "")
+        title = "A table" if first.startswith("|") else first if len(first) <= 100 else first[:99] + "…"
+        return f"_{title} ({size}): in the [appendix](answers_files/{APPENDIX}#{anchor(heading)})._"
 
     def _chunk(self, out: dict, entry: Notebook, answer: Answer, cell_index: int):
         """One output as markdown, an (extension, bytes) figure, or None when it shows nothing here."""
@@ -100,7 +125,7 @@ class Renderer:
         if source := _SOURCE.match(markdown):
             return source_link(source.group(1), self.out_dir)
         if markdown:
-            return markdown.strip("\n")
+            return self._to_appendix(answer, markdown.strip("\n")) if _is_long(markdown) else markdown.strip("\n")
         if "text/plain" in data:  # e.g. a value, or HTML (a DataFrame) by its text version
             return _text_block(clean_stream_text(data["text/plain"]))
         return None
