@@ -20,7 +20,7 @@ from pico_helpers.analysis.sae import (SITES, SparseAutoencoder, feature_purity,
                                        train_sae)
 from pico_helpers.analysis.sae_stories import held_out_loss_recovered, raw_transformer, story_activations
 
-__all__ = ["SAEConfig", "SAERun", "trained_sae", "load_sae", "saved_sae", "sae_key", "SAE_FILE"]
+__all__ = ["SAEConfig", "SAERun", "trained_sae", "load_sae", "saved_sae", "sae_key", "held_out_sample", "SAE_FILE"]
 
 SAE_FILE = "sae.pt"  # pico.py looks for <output_dir>/<model>/sae.pt
 
@@ -103,6 +103,14 @@ def _story_lists(split) -> list:
     return [] if split is None else list(split.tinystories) + list(split.other)
 
 
+def held_out_sample(corpus, seed: int = 0) -> list:
+    """The held-out windows in a seeded random order, so the first eval_tokens of them are a random sample, not the
+    validation file's first (and easier) stories. The SAE measures and 07's browser read them in this order."""
+    seqs = _story_lists(corpus.val)
+    random.Random(seed).shuffle(seqs)
+    return seqs
+
+
 def load_sae(path, run_id: str | None = None) -> SAERun:
     """The SAE run saved at ``path`` (a sae.pt). ``run_id``: refuse (ValueError) an SAE of another model run."""
     from pico_helpers.runs.store import load_checkpoint
@@ -158,7 +166,7 @@ def _saved_if_same(path: Path, key: str, name: str, say):
 
 def _measure(model, corpus, sae, config: SAEConfig, device) -> tuple[dict, dict, list]:
     """(sae_metrics, loss recovered, feature labels) on the held-out stories (config.eval_tokens of them)."""
-    held_seqs = _story_lists(corpus.val)
+    held_seqs = held_out_sample(corpus, config.seed)
     held = story_activations(model, held_seqs, config.layer, config.site, config.eval_tokens)
     measured = sae_metrics(sae, held.acts.to(device))
     loss = held_out_loss_recovered(model, sae, held.seqs, config.layer, config.site)

@@ -14,8 +14,8 @@ __all__ = ["Paired", "paired_difference", "SeedStudy", "over_seeds", "final_val_
 
 # What load_corpus reads from a config: variants of one seed whose configs agree on these share one corpus.
 DATA_FIELDS = ("input_files", "tinystories_weight", "tinystories_path", "tinystories_stories",
-               "tinystories_valid_path", "block_size", "test_fraction", "long_examples", "bucket_by_length", "vocab",
-               "seed", "batch_size")
+               "tinystories_valid_path", "block_size", "test_fraction", "test_split", "long_examples",
+               "bucket_by_length", "vocab", "seed", "batch_size")
 
 
 # --- a paired difference over seeds ---
