@@ -12,8 +12,8 @@ from pico_helpers.analysis import (FeatureBrowser, FeatureIndex, LiveLossPlot, S
                                    plot_histories, plot_history, position_losses, sae_features, sae_metrics,
                                    saved_sae, sequence_losses, story_activations, token_structure_plot,
                                    top_activations, train_sae, trained_sae)
-from pico_helpers.analysis.seeds import (Paired, SeedStudy, Timing, over_seeds, paired_difference, speedup,
-                                         time_repeats, timing)
+from pico_helpers.analysis.seeds import Paired, SeedStudy, over_seeds, paired_difference
+from pico_helpers.analysis.timings import Timing, machine, speedup, time_repeats, timing
 from pico_helpers.analysis.coherence import (Sample, SettingRow, Summary, distinct_n, grid_table, measure_grid,
                                              plot_tradeoff, repetition, sample_grid, score_samples, setting_label,
                                              story_openings, summarise)
@@ -30,7 +30,7 @@ from pico_helpers.runs import RunStore, load_checkpoint, run_identity
 from pico_helpers.sample import generate_text, generate_tokens, nucleus_probs, nucleus_probs_topk, nucleus_sampling
 from pico_helpers.training import (Callback, History, compute_next_token_loss, evaluate, fused_linear_cross_entropy,
                                    make_optimizer, next_token_loss, pick_device, train, train_epoch, train_step)
-from pico_helpers.workbook import (cell_text, continues_count, epoch_table, md_table, median_seconds, result_row,
+from pico_helpers.workbook import (cell_text, continues_count, epoch_table, md_table, result_row,
                                    sample_table, show_source, start_notebook)
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
     "load_sae", "sae_features", "saved_sae", "story_activations", "trained_sae", "FeatureBrowser", "FeatureIndex",
     "feature_browser",
     # analysis: paired seeds and timings with spreads (02_kgram_mlp, 04_transformer, 06_experiments)
-    "Paired", "SeedStudy", "Timing", "over_seeds", "paired_difference", "speedup", "time_repeats", "timing",
+    "Paired", "SeedStudy", "over_seeds", "paired_difference", "Timing", "machine", "speedup", "time_repeats", "timing",
     # analysis: samples measured (05_sampling) and attention heads scored (06_experiments, E5)
     "Sample", "SettingRow", "Summary", "distinct_n", "grid_table", "measure_grid", "plot_tradeoff", "repetition",
     "sample_grid", "score_samples", "setting_label", "story_openings", "summarise", "attention_weights", "head_scores",
@@ -68,6 +68,6 @@ __all__ = [
     "Callback", "History", "compute_next_token_loss", "evaluate", "fused_linear_cross_entropy", "make_optimizer",
     "next_token_loss", "pick_device", "train", "train_epoch", "train_step",
     # workbook
-    "cell_text", "continues_count", "epoch_table", "md_table", "median_seconds", "sample_table", "result_row",
+    "cell_text", "continues_count", "epoch_table", "md_table", "sample_table", "result_row",
     "show_source", "start_notebook",
 ]

@@ -7,7 +7,7 @@ import torch
 
 import pico_helpers.workbook.display as display
 from conftest import ROOT
-from pico_helpers.workbook import (cell_text, continues_count, epoch_table, md_table, median_seconds,
+from pico_helpers.workbook import (cell_text, continues_count, epoch_table, md_table,
                                    sample_table)
 
 
@@ -99,29 +99,6 @@ def test_sample_table_with_a_real_model():
 
 
 # --- the timer ---
-
-def test_median_seconds_counts_calls_and_takes_the_median(monkeypatch):
-    clock = [0.0]
-    durations = iter([100.0, 3.0, 1.0, 2.0])  # the warm-up call is the slow one and is not timed
-    calls = []
-
-    def fn():
-        calls.append(1)
-        clock[0] += next(durations)
-
-    monkeypatch.setattr(display, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    assert median_seconds(fn, repeats=3) == 2.0
-    assert len(calls) == 1 + 3
-    calls.clear()
-    durations = iter([5.0, 1.0])
-    assert median_seconds(fn, repeats=2, warmup=0) == 3.0 and len(calls) == 2
-    with pytest.raises(ValueError, match="repeats must be at least 1"):
-        median_seconds(fn, repeats=0)
-
-
-def test_median_seconds_really_times():
-    assert median_seconds(lambda: sum(range(100)), repeats=3, warmup=2, device="cpu") >= 0.0  # runs; no bound on time
-
 
 # --- result rows and sources, which answers.md collects ---
 

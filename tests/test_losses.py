@@ -366,8 +366,9 @@ def test_position_losses_charge_other_like_evaluate(unseen_corpus, name):
                 if not mask[t + 1, b]:
                     continue
                 prefix = tokens[:t + 1, b:b + 1]  # (t+1, 1) GPT-2 ids, all real (right padding)
-                logits = vocab.full_logits(raw(vocab.to_model(prefix)))  # (t+1, 1, 50257)
-                want = -torch.log_softmax(logits[t, 0], dim=-1)[tokens[t + 1, b]]
-                # float32, a shorter input (other matmul shapes): ~1e-6 apart; 1e-5 relative is the bound
+                # (t+1, 1, 50257), the softmax in float64: in float32 a sum over 50,257 terms is itself ~4e-5 off
+                logits = vocab.full_logits(raw(vocab.to_model(prefix)).double())
+                want = -torch.log_softmax(logits[t, 0], dim=-1)[tokens[t + 1, b]].float()
+                # float32 logits from a shorter input (other matmul shapes): ~1e-6 apart; 1e-5 relative is the bound
                 torch.testing.assert_close(losses[t, b], want, rtol=1e-5, atol=1e-5)
     assert losses[unseen].min() > vocab.other_correction  # an unseen target pays at least log(n_other)

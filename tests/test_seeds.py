@@ -9,8 +9,8 @@ import pytest
 from conftest import ROOT
 
 from pico_helpers import TrainConfig
-from pico_helpers.analysis.seeds import (SeedStudy, Timing, over_seeds, paired_difference, speedup,
-                                         time_repeats, timing)
+from pico_helpers.analysis.seeds import SeedStudy, over_seeds, paired_difference
+from pico_helpers.analysis.timings import Timing, machine, speedup, time_repeats, timing
 
 # --- paired_difference against hand arithmetic ---
 
@@ -188,3 +188,18 @@ def test_time_repeats_calls_warmup_plus_repeats_times():
     with pytest.raises(ValueError, match="repeats must be at least 1"):
         time_repeats(lambda: None, repeats=0)
 
+
+
+def test_machine_names_the_cpu_its_cores_and_threads():
+    import os
+    from pathlib import Path
+
+    import torch
+
+    text = machine()
+    assert f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads" in text
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # Linux: the model name, as lscpu shows it
+        name = next(line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name"))
+        assert text.startswith(name)

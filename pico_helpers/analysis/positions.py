@@ -1,13 +1,16 @@
 """The loss at each position of a sequence: the one per-position loss of the workbook (02, 03 and 06 use it).
 
-A position's loss is the next-token cross-entropy over all 50,257 GPT-2 ids, computed from the model's logits, so
-a corpus-vocabulary model's "other" is charged exactly as in evaluate() and training."""
+A position's loss is the next-token cross-entropy over all 50,257 GPT-2 ids. For a corpus-vocabulary model it is
+computed over the model's own ids, with log(n_other) added where the target is "other": the same number as over
+all 50,257 logits (the ids "other" stands for share its probability evenly), charged exactly as in evaluate() and
+training, without holding (T, B, 50,257) logits."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from pico_helpers.data.corpus import collate
+from pico_helpers.data.vocab import CorpusVocabModel
 
 __all__ = ["position_losses", "sequence_losses"]
 
@@ -26,6 +29,15 @@ def _logits(model, tokens: torch.Tensor, window: int | None) -> torch.Tensor:
     return logits
 
 
+def _nll(model, part: torch.Tensor, window: int | None) -> torch.Tensor:
+    """(T, b) GPT-2 ids -> (T-1, b) nats: each next-token cross-entropy over all GPT-2 ids."""
+    inner, vocab = (model.model, model.vocab) if isinstance(model, CorpusVocabModel) else (model, None)
+    ids = part if vocab is None else model.index[part]  # (T, b) the ids the model reads and predicts
+    logits = _logits(inner, ids, window).float()  # (T-1, b, V) over the model's own ids
+    nll = F.cross_entropy(logits.flatten(0, 1), ids[1:].flatten(), reduction="none").view_as(ids[1:])
+    return nll if vocab is None else nll + (ids[1:] == vocab.other_id) * vocab.other_correction
+
+
 @torch.no_grad()
 def position_losses(model, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None, window: int | None = None,
                     batch_size: int = 8) -> torch.Tensor:
@@ -38,10 +50,7 @@ def position_losses(model, tokens: torch.Tensor, pad_mask: torch.Tensor | None =
     try:
         parts = []
         for s in range(0, tokens.shape[1], batch_size):
-            part = tokens[:, s:s + batch_size]  # (T, b)
-            logits = _logits(model, part, window).float()  # (T-1, b, V)
-            nll = F.cross_entropy(logits.flatten(0, 1), part[1:].flatten(), reduction="none")  # ((T-1)*b,)
-            parts.append(nll.view_as(part[1:]))
+            parts.append(_nll(model, tokens[:, s:s + batch_size], window))  # (T-1, b)
     finally:
         model.train(was_training)
     losses = torch.cat(parts, dim=1)  # (T-1, B)

@@ -1,16 +1,14 @@
-"""Comparing variants over paired seeds (mean difference, 95 % interval, p) and timings as median and range.
-Used in 02_kgram_mlp, 04_transformer and 06_experiments, wherever one variant is said to beat another."""
+"""Comparing variants over paired seeds: each variant's mean and sd, each paired difference with its 95 % interval
+and p. Used in 02_kgram_mlp to 06_experiments, wherever one variant is said to beat another."""
 from __future__ import annotations
 
 import math
 import statistics
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["Paired", "paired_difference", "SeedStudy", "over_seeds", "final_val_loss", "Timing", "timing",
-           "time_repeats", "speedup"]
+__all__ = ["Paired", "paired_difference", "SeedStudy", "over_seeds", "final_val_loss"]
 
 # What load_corpus reads from a config: variants of one seed whose configs agree on these share one corpus.
 DATA_FIELDS = ("input_files", "tinystories_weight", "tinystories_path", "tinystories_stories",
@@ -231,68 +229,3 @@ def over_seeds(variants: dict, seeds, score: Callable | None = None, corpus_for:
         value = score(model, history, corpus)
         scores[name][seed] = float(value) if value is not None and math.isfinite(value) else None
     return SeedStudy(runs=runs, scores=scores, seeds=seeds)
-
-
-# --- timings: median and range over repeats ---
-
-def _decimals(x: float, digits: int) -> int:
-    """Decimals that show ``x`` to ``digits`` significant digits (none past the point for large x)."""
-    return max(0, digits - 1 - math.floor(math.log10(abs(x)))) if x and math.isfinite(x) else digits - 1
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Repeated timings: the median and the range (low, high) over ``n`` repeats, in ``unit``."""
-
-    median: float
-    low: float
-    high: float
-    n: int
-    unit: str = "s"
-
-    def __str__(self) -> str:
-        d = _decimals(self.median, 3)  # the median to 3 significant digits, the range to the same decimals
-        return f"{self.median:.{d}f} {self.unit} ({self.low:.{d}f}-{self.high:.{d}f}, {self.n} repeats)"
-
-
-def timing(values, unit: str = "s") -> Timing:
-    """The median and range of repeated timings ``values`` (already in ``unit``), e.g. from time_repeats."""
-    values = [float(v) for v in values]
-    if not values:
-        raise ValueError("timing needs at least one value, got none (for example timing(time_repeats(fn)))")
-    return Timing(median=statistics.median(values), low=min(values), high=max(values), n=len(values), unit=unit)
-
-
-def time_repeats(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device=None) -> list[float]:
-    """Wall times of ``repeats`` calls of ``fn()`` in seconds (perf_counter), after ``warmup`` untimed calls.
-    ``device``: on a CUDA device each call is bracketed by torch.cuda.synchronize(), so queued kernels count."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be at least 1 and warmup at least 0, got {repeats} and {warmup}")
-    import torch
-
-    cuda = device is not None and torch.device(device).type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def speedup(base: list, fast: list) -> str:
-    """How many times faster ``fast`` is than ``base``: the median of the paired ratios base_i / fast_i and their
-    range, e.g. "7.2x (6.9-7.5x over 5 paired repeats)". Pair repeats taken in turns, so drifts affect both."""
-    if len(base) != len(fast) or not base:
-        raise ValueError(f"speedup pairs repeat i of base with repeat i of fast: give equally many (at least 1), "
-                         f"got {len(base)} and {len(fast)}")
-    if min(fast) <= 0:
-        raise ValueError(f"fast timings must be positive, got {min(fast)}")
-    ratios = [b / f for b, f in zip(base, fast)]
-    mid = statistics.median(ratios)
-    d = _decimals(mid, 2)
-    return f"{mid:.{d}f}x ({min(ratios):.{d}f}-{max(ratios):.{d}f}x over {len(ratios)} paired repeats)"

@@ -1,17 +1,13 @@
-"""What the notebooks show: markdown tables, result rows and sources for answers.md, samples and a median timer."""
+"""What the notebooks show: markdown tables, result rows and sources for answers.md, and samples."""
 from __future__ import annotations
 
 import inspect
 import re
-import statistics
-import time
-from typing import Callable, Sequence
-
-import torch
+from typing import Sequence
 
 from pico_helpers.sample.generate import generate_text
 
-__all__ = ["md_table", "cell_text", "median_seconds", "epoch_table", "sample_table", "continues_count", "result_row",
+__all__ = ["md_table", "cell_text", "epoch_table", "sample_table", "continues_count", "result_row",
            "show_source", "RESULT_MARK", "RESULT_HEADER", "SOURCE_MARK"]
 
 
@@ -88,23 +84,3 @@ def sample_table(model, enc, prompt: str, max_new_tokens: int = 20, count: bool 
         text, _ = generate_text(model, enc, prompt, max_new_tokens=max_new_tokens, top_p=top_p, seed=seed)
         rows.append([label, text] + ([continues_count(prompt, text)] if count else []))
     return md_table(["decoding", "sample"] + (["numbers continuing the count"] if count else []), rows)
-
-
-# --- timing ---
-
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, device=None) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` timed calls after ``warmup`` untimed ones; on CUDA
-    each call is bracketed by torch.cuda.synchronize(). Used in 01_embeddings to 04_transformer."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-    sync = torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else lambda: None
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
