@@ -176,3 +176,21 @@ def test_long_tables_go_to_the_appendix_and_the_summary_comes_first(tmp_path):
     report, md, _ = export(tmp_path, notebooks)
     assert md.index("## Summary\n\n- The Transformer wins: 2.9 (CI 2.8-3.0).") < md.index("## Contents")
     assert "SUMMARY.md" not in report
+
+
+def test_a_runs_log_printed_between_live_plot_redraws_is_one_log(tmp_path):
+    # train() prints a line, redraws its live plot, prints again...: the live plot and the progress bar are dropped
+    # before the prints are merged, so the log is one block (and left out once it is over 8 lines), not many.
+    live = new_output("display_data", data={"text/plain": ""}, metadata={"pico_live": True})
+    bar = new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+                                           "text/plain": "run:  40%|####      | 24/60 [00:03<00:04]"})
+    outputs = []
+    for k in range(12):
+        outputs += [new_output("stream", name="stdout", text=f"[run] step {k}\n"), live, bar]
+    report, md, _ = export(tmp_path, {"06_experiments": [outputs, "### Answer E4\nThe rate matters."]})
+    e4 = section(md, "E4")
+    assert "_(12 lines of log omitted; see the notebook)_" in e4 and "step 3" not in e4
+    outputs = [new_output("stream", name="stdout", text="[run] one line\n"), live, bar,
+               new_output("stream", name="stdout", text="[run] two lines\n")]
+    report, md, _ = export(tmp_path, {"06_experiments": [outputs, "### Answer E4\nThe rate matters."]})
+    assert "```text\n[run] one line\n[run] two lines\n```" in section(md, "E4")

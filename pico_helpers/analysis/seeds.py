@@ -164,7 +164,8 @@ def final_val_loss(model, history, corpus) -> float:
 
 
 def _plan(variants: dict) -> dict:
-    """variant -> (model name, TrainConfig), checked; a bare TrainConfig means the Transformer."""
+    """variant -> (model name or make(config, corpus), TrainConfig), checked; a bare TrainConfig means the
+    Transformer."""
     from pico_helpers.config import MODEL_NAMES, TrainConfig
 
     if not isinstance(variants, dict) or not variants:
@@ -174,9 +175,9 @@ def _plan(variants: dict) -> dict:
     for name, spec in variants.items():
         model_name, config = ("kvcache_transformer", spec) if isinstance(spec, TrainConfig) else (
             spec if isinstance(spec, tuple) and len(spec) == 2 else (None, None))
-        if model_name not in MODEL_NAMES or not isinstance(config, TrainConfig):
-            raise ValueError(f"variant {name!r} must be a TrainConfig or (model name, TrainConfig) with a model name "
-                             f"in {', '.join(MODEL_NAMES)}, got {spec!r}")
+        if not (callable(model_name) or model_name in MODEL_NAMES) or not isinstance(config, TrainConfig):
+            raise ValueError(f"variant {name!r} must be a TrainConfig or (model, TrainConfig) with a model name in "
+                             f"{', '.join(MODEL_NAMES)} or a function make(config, corpus) -> model, got {spec!r}")
         plan[name] = (model_name, config)
     return plan
 
@@ -197,7 +198,8 @@ def over_seeds(variants: dict, seeds, score: Callable | None = None, corpus_for:
                run_name: Callable | None = None, verbose: bool = True) -> SeedStudy:
     """Train every variant on every seed, paired: seed s runs ``config.replace(seed=s)`` for each variant, so the
     variants of a seed share initial weights (where shapes agree), batch order and held-out set.
-    Args: variants: name -> TrainConfig (a kvcache_transformer) or (model name, TrainConfig);
+    Args: variants: name -> TrainConfig (a kvcache_transformer) or (model, TrainConfig), the model a name of
+            MODEL_NAMES or make(config, corpus) -> model for one build_model cannot make (seed it by config.seed);
         seeds: e.g. (0, 1, 2); score(model, history, corpus) -> float (default final_val_loss);
         corpus_for(cfg) -> Corpus (default load_corpus, shared by configs with equal DATA_FIELDS);
         run_name(variant, seed) -> folder under cfg.output_dir (default "<variant>_seed<seed>"; a finished run loads).
@@ -217,7 +219,7 @@ def over_seeds(variants: dict, seeds, score: Callable | None = None, corpus_for:
             print(f"over_seeds: run {k} of {total}, {name}, seed {seed}")
         model_name, cfg = plan[name][0], plan[name][1].replace(seed=seed)
         corpus = corpus_for(cfg)
-        model = build_model(model_name, cfg, corpus.vocab)
+        model = model_name(cfg, corpus) if callable(model_name) else build_model(model_name, cfg, corpus.vocab)
         try:
             history = train(model, corpus, cfg, name=run_name(name, seed), verbose=verbose)
         except Diverged as error:

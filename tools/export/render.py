@@ -56,10 +56,20 @@ def _image(bundle: dict):
     return None
 
 
+def _progress_only(out: dict) -> bool:
+    """True for the live training plot or a progress bar: they say nothing once the cell is done."""
+    data = out.get("data", {})
+    return bool(out.get("metadata", {}).get(LIVE_MARK)) or (WIDGET_MIME in data
+                                                          and bool(_PROGRESS_BAR.search(data.get("text/plain", ""))))
+
+
 def _merged_outputs(ran) -> list:
-    """The outputs of an executed code cell, consecutive prints to one stream merged as a notebook shows them."""
+    """The outputs of an executed code cell without live plots and progress bars, consecutive prints to one stream
+    merged as a notebook shows them (a run's log lines, printed between its live plot's redraws, are one log)."""
     outputs = []
     for out in ran.get("outputs", []) if ran is not None and ran.cell_type == "code" else []:
+        if _progress_only(out):
+            continue
         last = outputs[-1] if outputs else {}
         if out.get("output_type") == last.get("output_type") == "stream" and last.get("name") == out.get("name"):
             outputs[-1] = {**last, "text": last["text"] + out.get("text", "")}
@@ -136,7 +146,7 @@ class Renderer:
         if not any(_is_evidence(out) for out in outputs):
             return []
         chunks = [f"> Note: {entry.stale[cell_index]}."] if cell_index in entry.stale else []
-        for out in [out for out in outputs if not out.get("metadata", {}).get(LIVE_MARK)]:
+        for out in outputs:
             chunk = self._chunk(out, entry, answer, cell_index)
             if chunk is not None and not (chunk == WIDGET_NOTE and chunk in chunks):  # one widget note a cell
                 chunks.append(chunk)
