@@ -12,7 +12,7 @@ from pico_helpers.analysis import (FeatureBrowser, FeatureIndex, LiveLossPlot, S
                                    plot_histories, plot_history, position_losses, sae_features, sae_metrics,
                                    saved_sae, sequence_losses, story_activations, token_structure_plot,
                                    top_activations, train_sae, trained_sae)
-from pico_helpers.analysis.seeds import Paired, SeedStudy, over_seeds, paired_difference
+from pico_helpers.analysis.seeds import Paired, SeedStudy, over_seeds, paired_difference, run_names
 from pico_helpers.analysis.timings import Timing, machine, speedup, time_repeats, timing
 from pico_helpers.analysis.coherence import (Sample, SettingRow, Summary, distinct_n, grid_table, measure_grid,
                                              plot_tradeoff, repetition, sample_grid, score_samples, setting_label,
@@ -45,7 +45,7 @@ __all__ = [
     "load_sae", "sae_features", "saved_sae", "story_activations", "trained_sae", "FeatureBrowser", "FeatureIndex",
     "feature_browser",
     # analysis: paired seeds and timings with spreads (02_kgram_mlp, 04_transformer, 06_experiments)
-    "Paired", "SeedStudy", "over_seeds", "paired_difference", "Timing", "machine", "speedup", "time_repeats", "timing",
+    "Paired", "SeedStudy", "over_seeds", "paired_difference", "run_names", "Timing", "machine", "speedup", "time_repeats", "timing",
     # analysis: samples measured (05_sampling) and attention heads scored (06_experiments, E5)
     "Sample", "SettingRow", "Summary", "distinct_n", "grid_table", "measure_grid", "plot_tradeoff", "repetition",
     "sample_grid", "score_samples", "setting_label", "story_openings", "summarise", "attention_weights", "head_scores",

@@ -72,9 +72,9 @@ def test_e4_grids_hold_their_baseline_and_room_on_both_sides(monkeypatch, quick)
 
 
 def test_run_folders_are_plain_and_distinct():
-    helpers = {"re": re}
-    exec(cell_source("def run_names("), helpers)
-    name = helpers["run_names"]("e4")
+    from pico_helpers import run_names
+
+    name = run_names("e4")
     variants = ["baseline: width 64, 4 heads, 2 blocks", "width 32", "heads 1", "pre-norm, warm-up 30",
                 "learned, trained on 256", "lr 0.003"]
     folders = [check_run_name(name(v, 0)) for v in variants]
@@ -83,7 +83,7 @@ def test_run_folders_are_plain_and_distinct():
 
 def test_a_paired_cell_reads_as_mean_interval_and_p():
     helpers = {"re": re}
-    exec(cell_source("def run_names("), helpers)
+    exec(cell_source("def paired("), helpers)
     d = paired_difference({0: 1.0, 1: 2.0, 2: 3.0}, {0: 1.5, 1: 2.4, 2: 3.6}, "a", "b")
     assert re.fullmatch(r"\+0\.500 \(\+0\.\d{3} to \+0\.\d{3}\), p 0\.\d{3}", helpers["paired"](d))
 

@@ -164,8 +164,23 @@ def test_a_rerun_loads_the_finished_runs_and_says_which_run_it_is_on(study, caps
 
 
 def test_variants_must_name_a_model_and_a_config():
-    with pytest.raises(ValueError, match="variant 'x' must be a TrainConfig or \\(model name, TrainConfig\\)"):
+    with pytest.raises(ValueError, match="variant 'x' must be a TrainConfig or \\(model, TrainConfig\\) with a model "
+                                         "name in kgram_mlp_seq, lstm_seq, kvcache_transformer or a function"):
         over_seeds({"x": ("gru", TrainConfig.quick())}, seeds=(0, 1))
+
+
+def test_a_variant_may_bring_its_own_model(tmp_path):
+    # make(config, corpus): a model build_model cannot make (02's one-hot model started as the embedding model)
+    from pico_helpers import build_model
+
+    made = []
+
+    def make(cfg, corpus):
+        made.append(cfg.seed)
+        return build_model("lstm_seq", cfg.replace(embed_size=4), corpus.vocab)
+    cfg = TrainConfig.quick(embed_size=8, epochs=1, max_steps_per_epoch=2, log_every=0, output_dir=str(tmp_path))
+    study = over_seeds({"tiny LSTM": (make, cfg)}, seeds=(0, 1), verbose=False)
+    assert made == [0, 1] and all(study.runs[("tiny LSTM", s)][0].model.embedding.embedding_dim == 4 for s in (0, 1))
 
 
 # --- timings ---

@@ -17,7 +17,7 @@ from pico_helpers.analysis.positions import position_losses, sequence_losses
 from pico_helpers.analysis.sae import (SparseAutoencoder, collect_activations, feature_purity, loss_recovered,
                                        sae_metrics, top_activations, train_sae)
 from pico_helpers.analysis.sae_runs import SAEConfig, SAERun, load_sae, saved_sae, trained_sae
-from pico_helpers.analysis.seeds import Paired, SeedStudy, over_seeds, paired_difference
+from pico_helpers.analysis.seeds import Paired, SeedStudy, over_seeds, paired_difference, run_names
 from pico_helpers.analysis.timings import Timing, machine, speedup, time_repeats, timing
 from pico_helpers.analysis.sae_stories import (StoryActivations, annotate_features, held_out_loss_recovered,
                                                sae_features, story_activations)
@@ -33,7 +33,7 @@ __all__ = ["LiveLossPlot", "label_axes", "plot_histories", "plot_history", "anno
            "held_out_loss_recovered", "load_sae", "sae_features", "saved_sae", "story_activations", "trained_sae",
            "FeatureBrowser", "FeatureIndex", "feature_browser",
            # paired seeds and timings with spreads (02_kgram_mlp, 04_transformer, 06_experiments)
-           "Paired", "SeedStudy", "over_seeds", "paired_difference", "Timing", "machine", "speedup", "time_repeats", "timing",
+           "Paired", "SeedStudy", "over_seeds", "paired_difference", "run_names", "Timing", "machine", "speedup", "time_repeats", "timing",
            # samples measured (05_sampling) and attention heads scored (06_experiments, E5)
            "Sample", "SettingRow", "Summary", "distinct_n", "grid_table", "measure_grid", "plot_tradeoff", "repetition",
            "sample_grid", "score_samples", "setting_label", "story_openings", "summarise", "attention_weights",

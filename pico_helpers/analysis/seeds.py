@@ -3,12 +3,13 @@ and p. Used in 02_kgram_mlp to 06_experiments, wherever one variant is said to b
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["Paired", "paired_difference", "SeedStudy", "over_seeds", "final_val_loss"]
+__all__ = ["Paired", "paired_difference", "SeedStudy", "over_seeds", "final_val_loss", "run_names"]
 
 # What load_corpus reads from a config: variants of one seed whose configs agree on these share one corpus.
 DATA_FIELDS = ("input_files", "tinystories_weight", "tinystories_path", "tinystories_stories",
@@ -161,6 +162,12 @@ def final_val_loss(model, history, corpus) -> float:
         raise ValueError(f"run {history.model} has no validation loss (test_fraction 0?): give over_seeds a "
                          "score=lambda model, history, corpus: ... or a test_fraction > 0")
     return float(history.val_loss)
+
+
+def run_names(prefix: str) -> Callable:
+    """over_seeds' run_name for a study: the folder "<prefix>_<variant as a folder name>_seed<seed>", the variant's
+    characters other than letters, digits and . + - as "_" (e.g. "e4_lr_0.003_seed1")."""
+    return lambda variant, seed: f"{prefix}_{re.sub(r'[^A-Za-z0-9.+-]+', '_', variant).strip('_')}_seed{seed}"
 
 
 def _plan(variants: dict) -> dict:

@@ -52,7 +52,8 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
     Args: model: the course contract. prompt_ids: >= 1 id, each below ``model.vocab_size`` (50,257 for GPT-2
         ids). max_new_tokens: 0..MAX_NEW_TOKENS. top_p: None -> greedy; else nucleus sampling.
         temperature: before the top-p cut. seed: the sampler's own Generator (the global one is untouched).
-        use_cache: True feeds ``model.next_logits`` one new id at a time; False re-runs the whole (cropped) context."""
+        use_cache: True feeds ``model.next_logits`` one new id at a time; False re-runs the whole (cropped) context
+            with a fresh state every step (``next_logits(context, None)``: still only the last position's logits)."""
     prompt_ids = _checked_request(model, prompt_ids, max_new_tokens, seed)
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
@@ -65,7 +66,8 @@ def generate_tokens(model, prompt_ids: list[int], max_new_tokens: int = 20, top_
             if use_cache:
                 logits, state = model.next_logits(fresh, state)  # (1, V)
             else:
-                logits = model(context if block_size is None else context[-block_size:])[-1]  # (1, V)
+                # the whole (cropped) context through the model afresh, the head on its last position only
+                logits, _ = model.next_logits(context if block_size is None else context[-block_size:], None)
             logits = logits[0].float().cpu()  # (V,)
             if top_p is None:
                 if logits.isnan().any() or logits.isposinf().any():  # argmax would pick NaN as the maximum
