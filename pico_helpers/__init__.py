@@ -5,7 +5,8 @@ Every notebook imports from here, e.g. ``from pico_helpers import TrainConfig, t
 """
 from pico_helpers.analysis import (FeatureBrowser, FeatureIndex, LiveLossPlot, SAEConfig, SAERun,
                                    SparseAutoencoder, StoryActivations, annotate_features, annotate_tokens,
-                                   attention_maps, attention_viewer, collect_activations, describe_neighbours,
+                                   attention_maps, attention_viewer, attention_weights, collect_activations,
+                                   describe_neighbours,
                                    embedding_inspector, embedding_table, feature_browser, feature_purity,
                                    held_out_loss_recovered, kmeans, label_axes, load_sae, loss_recovered, nearest_neighbours,
                                    nearest_to_vector, number_words, pca_2d, plot_attention, plot_embedding_scatter,
@@ -17,7 +18,7 @@ from pico_helpers.analysis.timings import Timing, machine, speedup, time_repeats
 from pico_helpers.analysis.coherence import (Sample, SettingRow, Summary, distinct_n, grid_table, measure_grid,
                                              plot_tradeoff, repetition, sample_grid, score_samples, setting_label,
                                              story_openings, summarise)
-from pico_helpers.analysis.heads import (attention_weights, head_scores, head_type, heads_table, scores_from_weights,
+from pico_helpers.analysis.heads import (head_scores, head_type, heads_table, scores_from_weights,
                                          story_windows)
 from pico_helpers.config import MODEL_NAMES, TrainConfig, find_repo_root, quick_mode
 from pico_helpers.data import (Corpus, CorpusVocab, CorpusVocabModel, MixedSequenceDataset, collate, generate_3seqs,

@@ -2,14 +2,14 @@
 attention maps, sparse autoencoders and their feature browser, widgets; comparing variants over paired seeds."""
 from __future__ import annotations
 
-from pico_helpers.analysis.attention import attention_maps
+from pico_helpers.analysis.attention import attention_maps, attention_weights
 from pico_helpers.analysis.coherence import (Sample, SettingRow, Summary, distinct_n, grid_table, measure_grid,
                                              plot_tradeoff, repetition, sample_grid, score_samples, setting_label,
                                              story_openings, summarise)
 from pico_helpers.analysis.feature_browser import FeatureBrowser, FeatureIndex, feature_browser
 from pico_helpers.analysis.embeddings import (annotate_tokens, describe_neighbours, embedding_table, kmeans,
                                               nearest_neighbours, nearest_to_vector, number_words, pca_2d)
-from pico_helpers.analysis.heads import (attention_weights, head_scores, head_type, heads_table, scores_from_weights,
+from pico_helpers.analysis.heads import (head_scores, head_type, heads_table, scores_from_weights,
                                          story_windows)
 from pico_helpers.analysis.figures import plot_attention, plot_embedding_scatter, token_structure_plot
 from pico_helpers.analysis.plots import LiveLossPlot, label_axes, plot_histories, plot_history

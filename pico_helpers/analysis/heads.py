@@ -7,7 +7,9 @@ import math
 
 import torch
 
-__all__ = ["attention_weights", "story_windows", "scores_from_weights", "head_scores", "head_type", "heads_table",
+from pico_helpers.analysis.attention import attention_weights
+
+__all__ = ["story_windows", "scores_from_weights", "head_scores", "head_type", "heads_table",
            "MIN_QUERY", "PREVIOUS_MIN", "FIRST_MIN", "SELF_MIN", "COPY_MIN", "COPY_OVER_CHANCE", "FOCUSED_MIN",
            "BROAD_MIN"]
 
@@ -22,24 +24,6 @@ BROAD_MIN = 0.7  # "broad": entropy at least 70 % of a uniform head's (log(t+1))
 
 
 # --- the weights ---
-
-def attention_weights(model, ids: list[int]) -> torch.Tensor:
-    """Attention weights of every layer and head for one window of GPT-2 ids: (L, H, T, T) float32 on the CPU,
-    rows = queries (as attention_maps gives for a prompt). Args: model with ``model(idx, return_attention=True)``,
-    a TransformerModel or a CorpusVocabModel around one; ids: 1..block_size GPT-2 ids."""
-    block = getattr(model, "block_size", None)
-    if not ids or (block is not None and len(ids) > block):
-        raise ValueError(f"a window must have 1..{block} ids (the model's block_size), got {len(ids)}")
-    idx = torch.tensor(list(ids), device=next(model.parameters()).device)[:, None]  # (T, 1)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            _, attn = model(idx, return_attention=True)  # (L, 1, H, T, T)
-    finally:
-        model.train(was_training)
-    return attn[:, 0].float().cpu()
-
 
 def story_windows(stories: list, n: int, length: int) -> list[list[int]]:
     """The first ``length`` ids of each of the first ``n`` stories that have that many (``corpus.val.tinystories``);
