@@ -213,6 +213,7 @@ def plot_tradeoff(rows: list[SettingRow], ax=None, scorer: str = "the trained Tr
         ref = r.setting == REFERENCE
         ax.errorbar(r.distinct2.mean, r.loss.mean, xerr=r.distinct2.sd, yerr=r.loss.sd, capsize=3,
                     fmt="*" if ref else "o", markersize=12 if ref else 6, color="black" if ref else None)
-        ax.annotate(r.setting, (r.distinct2.mean, r.loss.mean), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        ax.annotate(r.setting, (r.distinct2.mean, r.loss.mean), textcoords="offset points", fontsize=9,
+                    xytext=(-8, -14) if ref else (6, 6), ha="right" if ref else "left")  # the star's label below left
     return label_axes(ax, "distinct-2 of a sample (different token pairs / pairs)",
                       f"loss under {scorer} (nats/token)", title)
