@@ -56,7 +56,13 @@ def export(tmp_path, notebooks):
 
 def section(md: str, answer_id: str) -> str:
     start = md.index(f"\n## {answer_id}:")
-    return md[start:md.index("\n## ", start + 1)]
+    end = md.find("\n## ", start + 1)
+    return md[start:] if end < 0 else md[start:end]
+
+
+def appendix(target, answer_id: str) -> str:
+    """The answer's section of answers_files/appendix.md: its tables, logs and code links."""
+    return section("\n" + (target.parent / "answers_files" / "appendix.md").read_text(encoding="utf-8"), answer_id)
 
 
 ROWS = {"01": result_row("LSTM", "3seqs", "2 epochs", 0.123, "0 1 2 3 4 5"),
@@ -97,13 +103,14 @@ def test_question_order_contents_and_one_results_table(tmp_path):
 def test_long_logs_are_left_out_and_short_prints_kept(tmp_path):
     log = "".join(f"step {i} loss 2.{i}\n" for i in range(9))
     short = "".join(f"line {i}\n" for i in range(8))
-    _, md, _ = export(tmp_path, {"02_kgram_mlp": [
+    _, md, target = export(tmp_path, {"02_kgram_mlp": [
         [new_output("stream", name="stdout", text=log[:40]), new_output("stream", name="stdout", text=log[40:])],
         "### Answer Q2.1\nA log.",
         [new_output("stream", name="stdout", text=short), new_output("execute_result", execution_count=1,
                                                                       data={"text/plain": "\n".join(["x"] * 12)})],
         "### Answer Q2.2\nShort."]})
-    q21, q22 = section(md, "Q2.1"), section(md, "Q2.2")
+    q21, q22 = appendix(target, "Q2.1"), appendix(target, "Q2.2")  # prints go to the appendix
+    assert "loss 2." not in md and "line 3" not in md
     assert "(9 lines of log omitted; see the notebook)" in q21 and "step" not in q21  # one print, split in two
     assert "```text\n" + short.rstrip("\n") + "\n```" in q22  # 8 lines: kept whole
     assert "(12 lines of log omitted; see the notebook)" in q22  # a long value is no better than a long print
@@ -112,15 +119,15 @@ def test_long_logs_are_left_out_and_short_prints_kept(tmp_path):
 def test_show_source_becomes_a_link_to_the_real_lines(tmp_path):
     _, md, target = export(tmp_path, {"04_transformer": [[markdown_output(show_source(RMSNorm))],
                                                          "### Answer Q4.1\nRMSNorm above."]})
-    q41 = section(md, "Q4.1")
+    q41 = appendix(target, "Q4.1")  # from the appendix, beside the figures in answers_files/
     links = re.findall(r"^\[(\S+)\]\((\S+)\)$", q41, re.MULTILINE)
     assert len(links) == 1
     path, start, end = re.fullmatch(r"(\S+)#L(\d+)-L(\d+)", links[0][0]).groups()  # the text: the repository path
     lines = (ROOT / path).read_text(encoding="utf-8").splitlines()[int(start) - 1:int(end)]
     assert path == "pico_helpers/models/transformer.py" and lines[0].startswith("class RMSNorm")
     file, anchor = links[0][1].split("#")  # the link: relative to the folder answers.md is in, so it opens there
-    assert file == os.path.relpath(ROOT / path, target.parent) and anchor == f"L{start}-L{end}"
-    assert (target.parent / file).resolve() == ROOT / path
+    assert file == os.path.relpath(ROOT / path, target.parent / "answers_files") and anchor == f"L{start}-L{end}"
+    assert (target.parent / "answers_files" / file).resolve() == ROOT / path
     assert "def forward" in "\n".join(lines) and int(end) > int(start)
     assert "class RMSNorm" not in md and "```python" not in md  # no pasted body
 
@@ -156,7 +163,7 @@ def test_an_answers_md_over_35_kb_is_warned_with_its_largest_answers(tmp_path):
     assert len(md.encode()) < 35840 and "KB a grader reads" not in report
 
 
-def test_long_tables_go_to_the_appendix_and_the_summary_comes_first(tmp_path):
+def test_tables_go_to_the_appendix_and_the_summary_comes_first(tmp_path):
     from pico_helpers import md_table
     from IPython.display import Markdown
 
@@ -168,10 +175,10 @@ def test_long_tables_go_to_the_appendix_and_the_summary_comes_first(tmp_path):
     report, md, target = export(tmp_path, notebooks)
     assert "_No summary yet: write `" in md and "SUMMARY.md" in report  # a full run without one is warned
     e4 = section(md, "E4")
-    assert "| Transformer | 2.9 |" in e4 and "| 7 | 2 |" not in e4  # the short table stays, the long one moves
-    assert "_E4: every run (24 rows): in the [appendix](answers_files/appendix.md#e4-table-1)._" in e4
-    appendix = (target.parent / "answers_files" / "appendix.md").read_text(encoding="utf-8")
-    assert "## E4, table 1" in appendix and "| 7 | 2 | 3.0 |" in appendix
+    assert "| Transformer | 2.9 |" not in e4 and "| 7 | 2 |" not in e4  # both tables move, one link for them
+    assert "_Its tables and logs (2): in the [appendix](answers_files/appendix.md#e4-" in e4
+    moved = appendix(target, "E4")
+    assert "| 7 | 2 | 3.0 |" in moved and "| Transformer | 2.9 |" in moved and "The rate matters." in e4
     (tmp_path / "notebooks" / "SUMMARY.md").write_text("# Summary\n\n- The Transformer wins: 2.9 (CI 2.8-3.0).\n")
     report, md, _ = export(tmp_path, notebooks)
     assert md.index("## Summary\n\n- The Transformer wins: 2.9 (CI 2.8-3.0).") < md.index("## Contents")
@@ -187,10 +194,10 @@ def test_a_runs_log_printed_between_live_plot_redraws_is_one_log(tmp_path):
     outputs = []
     for k in range(12):
         outputs += [new_output("stream", name="stdout", text=f"[run] step {k}\n"), live, bar]
-    report, md, _ = export(tmp_path, {"06_experiments": [outputs, "### Answer E4\nThe rate matters."]})
-    e4 = section(md, "E4")
+    report, md, target = export(tmp_path, {"06_experiments": [outputs, "### Answer E4\nThe rate matters."]})
+    e4 = appendix(target, "E4")
     assert "_(12 lines of log omitted; see the notebook)_" in e4 and "step 3" not in e4
     outputs = [new_output("stream", name="stdout", text="[run] one line\n"), live, bar,
                new_output("stream", name="stdout", text="[run] two lines\n")]
-    report, md, _ = export(tmp_path, {"06_experiments": [outputs, "### Answer E4\nThe rate matters."]})
-    assert "```text\n[run] one line\n[run] two lines\n```" in section(md, "E4")
+    report, md, target = export(tmp_path, {"06_experiments": [outputs, "### Answer E4\nThe rate matters."]})
+    assert "```text\n[run] one line\n[run] two lines\n```" in appendix(target, "E4")

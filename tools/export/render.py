@@ -18,8 +18,7 @@ UNANSWERED = "_Unanswered so far._"
 # The answer text is written for the full run; in quick mode the figures above it are smoke-sized.
 QUICK_NOTE = "> Quick run: the evidence above comes from smoke-sized runs; the text describes the full run."
 MAX_LOG_LINES = 8  # longer printed text is a training log: it stays in the notebook
-APPENDIX = "appendix.md"  # beside the figures in answers_files/: the long tables, linked from their answers
-APPENDIX_ROWS, APPENDIX_BYTES = 12, 2000  # a markdown output longer than either goes to the appendix
+APPENDIX = "appendix.md"  # beside the figures in answers_files/: every answer's tables and logs, linked from it
 _NOT_IN_ANCHOR = re.compile(r"[^\w\- ]")  # GitHub's heading anchor: lower case, these dropped, spaces as "-"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = "_(interactive widget: open the notebook)_"
@@ -40,12 +39,6 @@ def _text_block(text: str) -> str:
 def anchor(heading: str) -> str:
     """The anchor GitHub gives a markdown heading: lower case, punctuation dropped, spaces as "-"."""
     return _NOT_IN_ANCHOR.sub("", heading.lower()).replace(" ", "-")
-
-
-def _is_long(markdown: str) -> bool:
-    """True for a table of more than APPENDIX_ROWS rows or a block over APPENDIX_BYTES: appendix material."""
-    rows = sum(line.startswith("|") for line in markdown.splitlines()) - 2  # less the header and the --- line
-    return rows > APPENDIX_ROWS or len(markdown.encode("utf-8")) > APPENDIX_BYTES
 
 
 def _image(bundle: dict):
@@ -102,17 +95,7 @@ class Renderer:
     out_dir: Path
     warnings: list[str]
     figures: dict = field(default_factory=dict)
-    appendix: list = field(default_factory=list)  # sections of answers_files/appendix.md
-
-    def _to_appendix(self, answer: Answer, markdown: str) -> str:
-        """Move a long output to the appendix; return the line that links to it from the answer."""
-        heading = f"{answer.id}, table {sum(s.startswith(f'## {answer.id}, ') for s in self.appendix) + 1}"
-        self.appendix.append(f"## {heading}\n\n{markdown}\n")
-        rows = sum(line.startswith("|") for line in markdown.splitlines()) - 2
-        size = f"{rows} rows" if rows > 0 else f"{len(markdown.encode('utf-8')) / 1024:.1f} KB"
-        first = next((line.replace("**", "").strip() for line in markdown.splitlines() if line.strip()), "")
-        title = "A table" if first.startswith("|") else first if len(first) <= 100 else first[:99] + "…"
-        return f"_{title} ({size}): in the [appendix](answers_files/{APPENDIX}#{anchor(heading)})._"
+    appendix: list = field(default_factory=list)  # sections of answers_files/appendix.md, one per answer
 
     def _chunk(self, out: dict, entry: Notebook, answer: Answer, cell_index: int):
         """One output as markdown, an (extension, bytes) figure, or None when it shows nothing here."""
@@ -133,9 +116,9 @@ class Renderer:
         if markdown.startswith(RESULT_MARK):
             return None  # a row of the results table at the top
         if source := _SOURCE.match(markdown):
-            return source_link(source.group(1), self.out_dir)
+            return source_link(source.group(1), self.out_dir / "answers_files")  # linked from the appendix
         if markdown:
-            return self._to_appendix(answer, markdown.strip("\n")) if _is_long(markdown) else markdown.strip("\n")
+            return markdown.strip("\n")
         if "text/plain" in data:  # e.g. a value, or HTML (a DataFrame) by its text version
             return _text_block(clean_stream_text(data["text/plain"]))
         return None
@@ -163,12 +146,18 @@ class Renderer:
         chunks = [c for i in answer.evidence_cells for c in self._outputs(entry, answer, i)] if entry.ran else []
         lines = [f"## {heading}", "", f"{EVIDENCE_LINE} `{repo_path(entry.path)}`:", ""]
         n, nothing = 0, "_(no outputs above this answer)_" if entry.ran else "_(no outputs: notebook not executed)_"
-        for chunk in chunks or [nothing]:
+        # Figures and notes stay here; tables, logs and code links go to this answer's section of the appendix.
+        moved = [c for c in chunks if isinstance(c, str) and not c.startswith("> ")]
+        for chunk in [c for c in chunks if c not in moved] or ([] if moved else [nothing]):
             if isinstance(chunk, tuple):  # a figure: saved beside answers.md under a name that is stable across runs
                 n += 1
                 name = self._figure_name(f"{answer.notebook}_{answer.id}_{n}.{chunk[0]}", chunk[1])
                 chunk = f"![{answer.id}, figure {n}](answers_files/{name})"
             lines += [chunk, ""]
+        if moved:
+            self.appendix.append("\n\n".join([f"## {heading}", *moved]) + "\n")
+            lines += [f"_Its tables and logs ({len(moved)}): in the [appendix](answers_files/{APPENDIX}#"
+                      f"{anchor(heading)})._", ""]
         if entry.ran and (entry.run_meta or {}).get("quick"):
             lines += [QUICK_NOTE, ""]
         body = answer.body
