@@ -103,7 +103,9 @@ def test_headings_order_figures_tables_and_widget_note(tmp_path, png_bytes):
     assert fig.read_bytes() == png_bytes
     assert "](answers_files/02_kgram_mlp_Q2.1_1.png)" in md
     assert "<Figure size" not in md  # the image replaces its text/plain stand-in
-    section21 = md[i21:i22]
+    appendix = (target.parent / "answers_files" / "appendix.md").read_text(encoding="utf-8")
+    assert TABLE_MD not in md[i21:i22] and "_Its tables and logs (" in md[i21:i22]  # one link to the appendix
+    section21 = appendix[appendix.index("## Q2.1:"):appendix.index("## Q2.2:")]  # the tables and logs moved there
     assert TABLE_MD in section21  # text/markdown as-is
     assert "   a  b\n0  1  2" in section21  # text/html-only table falls back to text/plain
     assert "Using device: cpu" in section21 and "epoch 1" in section21
@@ -112,10 +114,10 @@ def test_headings_order_figures_tables_and_widget_note(tmp_path, png_bytes):
     assert "```text\nepoch 1\n```" in section21
     section22 = md[i22:i23]
     assert "_(interactive widget: open the notebook)_" in section22 and "FloatSlider" not in section22
-    assert "UserWarning" not in section22  # a cell that only warns on stderr is not evidence
-    assert "```text\n2\n```" in section22  # the execute_result value
+    assert "UserWarning" not in section22 + appendix  # a cell that only warns on stderr is not evidence
+    assert "```text\n2\n```" in appendix[appendix.index("## Q2.2:"):]  # the execute_result value
     assert "Embeddings are a one-hot times a matrix." in section22
-    assert "Wrote " in report and "1 figure file(s)" in report
+    assert "Wrote " in report and "2 figure file(s)" in report  # the figure and the appendix
 
 
 def test_tqdm_carriage_returns_and_ansi_are_collapsed(tmp_path, png_bytes):
@@ -123,6 +125,7 @@ def test_tqdm_carriage_returns_and_ansi_are_collapsed(tmp_path, png_bytes):
     assert clean_stream_text("\x1b[31mred\x1b[0m\r\n 10%\r100%\r") == "red\n100%"
     src_dir, exe_dir, target = write_pair(tmp_path, png_bytes)
     _, md = export(src_dir, exe_dir, target)
+    md += (target.parent / "answers_files" / "appendix.md").read_text(encoding="utf-8")  # where prints go
     assert "100%|###| 100/100" in md
     assert " 50%" not in md and "\r" not in md and "\x1b" not in md
 
@@ -219,7 +222,7 @@ def test_export_is_deterministic_and_removes_only_the_figures_it_wrote(tmp_path,
     exe.cells[2].outputs = exe.cells[2].outputs[:1]
     nbformat.write(exe, exe_dir / "02_kgram_mlp.ipynb")
     report = export_answers(exe_dir, target, source_dir=src_dir)
-    assert "0 new or changed, 1 old removed" in report and not (files / "02_kgram_mlp_Q2.1_1.png").exists()
+    assert re.search(r"\d new or changed, 1 old removed", report) and not (files / "02_kgram_mlp_Q2.1_1.png").exists()
     assert (files / "02_kgram_mlp_Q2.2_7.png").exists() and (files / "my_notes.png").read_bytes() == b"user file"
     assert not [p for p in target.parent.rglob("*.tmp")]
 
@@ -246,7 +249,8 @@ def test_outputless_copies_are_refused_until_force(tmp_path, png_bytes, manifest
     assert code == 0, err
     assert "--force: Q2.1, Q2.2 show outputs" in out
     if manifest:  # the export's own figure, no longer used, goes
-        assert "1 old removed" in out and not (files / "02_kgram_mlp_Q2.1_1.png").exists()
+        assert "2 old removed" in out and not (files / "02_kgram_mlp_Q2.1_1.png").exists()  # and the appendix
+        assert not (files / "appendix.md").exists()
     else:  # without a manifest nothing is known to be the export's: kept, and answers.md copied before replacing
         assert "0 old removed" in out and (files / "02_kgram_mlp_Q2.1_1.png").exists()
         assert [p.read_bytes() for p in target.parent.glob("answers.edited-*.md")] == [before]

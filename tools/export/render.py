@@ -146,8 +146,8 @@ class Renderer:
         chunks = [c for i in answer.evidence_cells for c in self._outputs(entry, answer, i)] if entry.ran else []
         lines = [f"## {heading}", "", f"{EVIDENCE_LINE} `{repo_path(entry.path)}`:", ""]
         n, nothing = 0, "_(no outputs above this answer)_" if entry.ran else "_(no outputs: notebook not executed)_"
-        # Figures and notes stay here; tables, logs and code links go to this answer's section of the appendix.
-        moved = [c for c in chunks if isinstance(c, str) and not c.startswith("> ")]
+        # Figures, notes and the widget note stay here; tables, logs and code links go to the answer's appendix section.
+        moved = [c for c in chunks if isinstance(c, str) and not c.startswith("> ") and c != WIDGET_NOTE]
         for chunk in [c for c in chunks if c not in moved] or ([] if moved else [nothing]):
             if isinstance(chunk, tuple):  # a figure: saved beside answers.md under a name that is stable across runs
                 n += 1
