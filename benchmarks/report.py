@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from pico_helpers.analysis.timings import cpu_model
+
 __all__ = ["machine_info", "cpu_seconds", "others_share", "busy_warning", "format_table", "write_report",
            "BUSY_SHARE"]
 
@@ -15,17 +17,6 @@ BUSY_SHARE = 0.05  # warn when other processes used more than this share of the 
 
 
 # --- the machine ---
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def _cpu_flags() -> str:
     try:
@@ -40,7 +31,7 @@ def machine_info(device) -> dict:
     """What the numbers depend on: CPU model and cores, GPU, torch version and threads, date, load."""
     info = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_flags": _cpu_flags(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,

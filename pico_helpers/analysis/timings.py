@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["Timing", "timing", "time_repeats", "speedup", "machine"]
+__all__ = ["Timing", "timing", "time_repeats", "speedup", "cpu_model", "machine"]
 
 
 def _decimals(x: float, digits: int) -> int:
@@ -77,6 +77,16 @@ def speedup(base: list, fast: list) -> str:
     return f"{mid:.{d}f}x ({min(ratios):.{d}f}-{max(ratios):.{d}f}x over {len(ratios)} paired repeats)"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo's "model name", as lscpu shows it), else what platform reports."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.processor() or platform.machine())
+
+
 def machine(device=None) -> str:
     """The machine a timing ran on, for a table's caption: the GPU's name on CUDA, else the CPU's model (Linux:
     /proc/cpuinfo), its cores, torch's threads and the load average, e.g. "Intel(R) Xeon(R) Processor, 2 cores, 2
@@ -85,9 +95,5 @@ def machine(device=None) -> str:
 
     if device is not None and torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(torch.device(device))
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-               platform.processor() or platform.machine())
     load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load}"
